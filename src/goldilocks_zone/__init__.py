@@ -1,0 +1,45 @@
+"""goldilocks-zone: measure, explain and reproduce the Goldilocks zone of initialisation.
+
+The curvature core (:mod:`goldilocks_zone.curvature`) restricts the cross-entropy Hessian to
+random subspaces, splits it into Gauss-Newton G-term and H-term, and summarises spectra.
+"""
+
+from goldilocks_zone.curvature import (
+    HessianEigenpairs,
+    SpectrumStats,
+    StochasticEstimate,
+    SubspaceCurvature,
+    hessian_top_eigenpairs,
+    hutchinson_frobenius,
+    hutchinson_trace,
+    loss_gradient,
+    random_basis,
+    spectrum_stats,
+    subspace_curvature,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HessianEigenpairs",
+    "SpectrumStats",
+    "StochasticEstimate",
+    "SubspaceCurvature",
+    "diagnose",
+    "hessian_top_eigenpairs",
+    "hutchinson_frobenius",
+    "hutchinson_trace",
+    "loss_gradient",
+    "random_basis",
+    "spectrum_stats",
+    "subspace_curvature",
+]
+
+
+def __getattr__(name: str):
+    # The diagnostic sits above the core (it uses experiments' helpers); import it lazily.
+    if name == "diagnose":
+        from goldilocks_zone.diagnose import diagnose
+
+        return diagnose
+    raise AttributeError(name)

@@ -1,0 +1,192 @@
+"""The ``goldilocks`` command line.
+
+    goldilocks list
+    goldilocks run EXPERIMENT [--quick] [--config FILE.toml] [--PARAM VALUE ...] --out DIR
+    goldilocks plot DIR
+    goldilocks diagnose --model package.module:factory --dataset NAME ...
+    goldilocks sweep SPEC.toml --out DIR [--executor local|dask] [--workers N] [--scheduler ADDR]
+    goldilocks collect DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from goldilocks_zone.experiments import base
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"error: config file {p} does not exist")
+    with p.open("rb") as fh:
+        try:
+            return tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SystemExit(f"error: {p} is not valid TOML: {exc}") from None
+
+
+def _describe_type(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (tuple, list):
+        return f"comma-separated {_describe_type(args[0]) if args else 'values'}"
+    if args and origin is not None:
+        return " or ".join(_describe_type(a) for a in args)
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from goldilocks_zone import data, models
+
+    print("Experiments:")
+    for name in base.names():
+        exp = base.get(name)
+        print(f"  {name:22s} {exp.paper:22s} {exp.summary}")
+    print("\nModels:")
+    for name in models.names():
+        print(f"  {name}")
+    print("\nDatasets:")
+    for name in data.names():
+        print(f"  {name}")
+    return 0
+
+
+def _run_parser(experiment: base.Experiment) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"goldilocks run {experiment.id}",
+        description=f"{experiment.summary} ({experiment.paper}). Defaults are the paper's; "
+        "--quick selects a small preset; --config reads options from a TOML file (a [config] "
+        "table or top-level keys); explicit options win over both.",
+    )
+    parser.add_argument("--out", required=True, help="output folder for results and figures")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"fast preset: {dict(experiment.quick)}")
+    parser.add_argument("--config", help="TOML file with parameter values")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-plot", action="store_true", help="skip drawing figures")
+    hints = typing.get_type_hints(experiment.config_cls)
+    defaults = experiment.config_cls()
+    for f in dataclasses.fields(experiment.config_cls):
+        default = getattr(defaults, f.name)
+        help_text = f.metadata.get("help", "")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+            metavar=_describe_type(hints[f.name]).upper().replace(" ", "_"),
+            help=f"{help_text} (default: {default!r})".strip(),
+        )
+    return parser
+
+
+def _cmd_run(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: goldilocks run EXPERIMENT [--quick] [--config FILE] [--PARAM VALUE ...] "
+              "--out DIR\n\nexperiments: " + ", ".join(base.names()) +
+              "\n\n'goldilocks run EXPERIMENT --help' lists an experiment's parameters.")
+        return 0
+    try:
+        experiment = base.get(argv[0])
+    except KeyError as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from None
+    args = _run_parser(experiment).parse_args(argv[1:])
+    values: dict[str, Any] = dict(experiment.quick) if args.quick else {}
+    if args.config:
+        toml = _read_toml(args.config)
+        values.update(toml.get("config", toml))
+    for f in dataclasses.fields(experiment.config_cls):
+        v = getattr(args, f.name)
+        if v is not None:
+            values[f.name] = v
+    try:
+        config = base.make_config(experiment.config_cls, values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
+
+    from goldilocks_zone.experiments.runner import run_experiment
+
+    table, manifest = run_experiment(experiment.id, config, args.out, quick=args.quick,
+                                     show_progress=not args.no_progress, plot=not args.no_plot)
+    _print_summary(table, manifest, Path(args.out))
+    return 0
+
+
+def _print_summary(table, manifest: dict, out: Path) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 40, "display.width", 120,
+                           "display.float_format", "{:.4g}".format):
+        print(table.head(40).to_string(index=False))
+    if len(table) > 40:
+        print(f"... ({len(table)} rows in all)")
+    summary = manifest.get("provenance", {}).get("summary")
+    if summary:
+        print("\nSummary:")
+        for k, v in summary.items():
+            print(f"  {k}: {v}")
+    print(f"\nresults: {out / 'results.csv'}")
+    for fig in manifest.get("figures", []):
+        if fig.endswith(".png"):
+            print(f"figure:  {out / fig}")
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from goldilocks_zone.experiments.runner import replot
+
+    try:
+        paths = replot(args.dir)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for p in paths:
+        print(p)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="goldilocks",
+        description="Measure and reproduce the Goldilocks zone of neural-network "
+        "initialisation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="list experiments, models and datasets")
+    sub.add_parser("run", help="run an experiment: goldilocks run EXPERIMENT --help",
+                   add_help=False)
+    p_plot = sub.add_parser("plot", help="redraw figures from a results folder")
+    p_plot.add_argument("dir")
+    sub.add_parser("diagnose", help="is my model's initialisation in the zone?", add_help=False)
+    sub.add_parser("sweep", help="run a grid of experiment points from a TOML spec",
+                   add_help=False)
+    sub.add_parser("collect", help="merge a sweep's finished points into results tables",
+                   add_help=False)
+
+    if argv and argv[0] == "run":
+        return _cmd_run(argv[1:])
+    if argv and argv[0] == "diagnose":
+        from goldilocks_zone.diagnose import cli_main
+
+        return cli_main(argv[1:])
+    if argv and argv[0] in ("sweep", "collect"):
+        from goldilocks_zone.sweep import cli as sweep_cli
+
+        return sweep_cli.main(argv)
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        return _cmd_list(args)
+    if args.command == "plot":
+        return _cmd_plot(args)
+    parser.print_help()
+    return 0 if args.command is None else 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

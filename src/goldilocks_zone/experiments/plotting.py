@@ -1,0 +1,47 @@
+"""Figure conventions shared by experiments: paper-ready style, PNG + PDF output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = {
+    "figure.dpi": 120,
+    "savefig.dpi": 200,
+    "font.size": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+}
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.4, height: float = 2.6,
+               **kwargs):
+    """A figure with ``nrows x ncols`` axes of ``width x height`` inches each."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                                 squeeze=False, **kwargs)
+    for ax in axes.flat:
+        for key, value in STYLE.items():
+            if key == "axes.grid":
+                ax.grid(value, alpha=STYLE["grid.alpha"])
+        ax.spines["top"].set_visible(False)
+        ax.spines["right"].set_visible(False)
+    return fig, axes
+
+
+def save_figure(fig, fig_dir: Path, name: str) -> list[Path]:
+    """Save ``fig`` as ``fig_dir/name.png`` and ``.pdf``; close it; return both paths."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    paths = [fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight")
+    plt.close(fig)
+    return paths
