@@ -1,0 +1,45 @@
+"""The curvature core: pure functions of a model, data and a basis (SCIENCE.md §1–3).
+
+- :mod:`.basis`: random subspace bases;
+- :mod:`.subspace`: subspace Hessian, G-term, H-term, projected logit Jacobians;
+- :mod:`.spectrum`: positive curvature, fraction of positive eigenvalues, norms;
+- :mod:`.estimators`: full-space Hessian-vector products, gradient, Hutchinson, Lanczos;
+- :mod:`.functional`: functional evaluation of a user's model (never modified).
+"""
+
+from goldilocks_zone.curvature.basis import random_basis
+from goldilocks_zone.curvature.estimators import (
+    HessianEigenpairs,
+    StochasticEstimate,
+    hessian_top_eigenpairs,
+    hessian_vector_product,
+    hutchinson_frobenius,
+    hutchinson_trace,
+    lanczos,
+    loss_gradient,
+)
+from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
+from goldilocks_zone.curvature.subspace import (
+    ProjectedJacobians,
+    SubspaceCurvature,
+    projected_logit_jacobians,
+    subspace_curvature,
+)
+
+__all__ = [
+    "HessianEigenpairs",
+    "ProjectedJacobians",
+    "SpectrumStats",
+    "StochasticEstimate",
+    "SubspaceCurvature",
+    "hessian_top_eigenpairs",
+    "hessian_vector_product",
+    "hutchinson_frobenius",
+    "hutchinson_trace",
+    "lanczos",
+    "loss_gradient",
+    "projected_logit_jacobians",
+    "random_basis",
+    "spectrum_stats",
+    "subspace_curvature",
+]

@@ -1,0 +1,69 @@
+"""Random bases of d-dimensional subspaces of parameter space (SCIENCE.md §3)."""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import torch
+from torch import Tensor
+
+BASIS_KINDS = ("orthonormal", "sparse")
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    # Bases are always drawn on the CPU in float64 so that one seed gives one basis on every
+    # device and in every dtype.
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(secrets.randbits(63) if seed is None else int(seed))
+    return gen
+
+
+def random_basis(num_params: int, dim: int, *, kind: str = "orthonormal",
+                 seed: int | None = None, dtype: torch.dtype = torch.float64,
+                 device: torch.device | str | None = None) -> Tensor:
+    r"""A random basis :math:`R \in \mathbb{R}^{D \times d}` of a d-dimensional subspace.
+
+    ``kind="orthonormal"``: i.i.d. standard Gaussian columns orthonormalised by QR, so
+    :math:`R^\top R = I_d` (to round-off).
+
+    ``kind="sparse"``: every entry is :math:`\pm 1` with probability :math:`1/\sqrt{D}`
+    (sign equally likely) and 0 otherwise; each column is then scaled to unit norm. The
+    columns are only approximately orthogonal. A column that happens to draw no non-zero
+    entry (possible only for tiny D) gets a single ±1 at a random row.
+
+    The basis is drawn on the CPU in float64 from ``seed`` and then moved to
+    ``device``/``dtype``: the same seed gives the same basis everywhere. Rows follow the order
+    of ``torch.nn.utils.parameters_to_vector(model.parameters())``.
+
+    Returns a tensor of shape ``(num_params, dim)``.
+    """
+    if not isinstance(num_params, int) or num_params < 1:
+        raise ValueError(f"num_params must be a positive integer, got {num_params!r}")
+    if not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if dim > num_params:
+        raise ValueError(f"subspace dimension dim={dim} exceeds the number of parameters "
+                         f"{num_params}")
+    gen = _generator(seed)
+    if kind == "orthonormal":
+        gauss = torch.randn(num_params, dim, generator=gen, dtype=torch.float64)
+        q, r = torch.linalg.qr(gauss, mode="reduced")
+        # Fix the sign ambiguity of QR so the basis is a deterministic function of the draw.
+        q = q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)
+        basis = q
+    elif kind == "sparse":
+        density = 1.0 / math.sqrt(num_params)
+        mask = torch.rand(num_params, dim, generator=gen, dtype=torch.float64) < density
+        signs = torch.randint(0, 2, (num_params, dim), generator=gen).to(torch.float64) * 2 - 1
+        basis = torch.where(mask, signs, torch.zeros((), dtype=torch.float64))
+        empty = basis.abs().sum(0) == 0
+        if bool(empty.any()):
+            rows = torch.randint(0, num_params, (dim,), generator=gen)
+            fill = torch.zeros_like(basis)
+            fill[rows, torch.arange(dim)] = 1.0
+            basis = torch.where(empty, fill, basis)
+        basis = basis / basis.norm(dim=0, keepdim=True)
+    else:
+        raise ValueError(f"unknown basis kind {kind!r}; choose one of {BASIS_KINDS}")
+    return basis.to(dtype=dtype, device=device)

@@ -1,0 +1,284 @@
+r"""Full-space curvature for models too large for the subspace view.
+
+Hessian-vector products (Hessian, G-term or H-term) by forward-over-reverse / Jacobian-vector
+products over data chunks; the loss gradient; Hutchinson estimates of the trace and Frobenius
+norm with standard errors; top eigenpairs by Lanczos with full reorthogonalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import jvp, vjp, vmap
+
+from goldilocks_zone.curvature.basis import _generator
+from goldilocks_zone.curvature.functional import (
+    Batch,
+    Evaluator,
+    Params,
+    check_batch,
+    evaluation_mode,
+    flatten,
+    iter_batches,
+    make_evaluator,
+    num_params,
+    unflatten,
+)
+from goldilocks_zone.curvature.subspace import TERMS
+
+#: Probe vectors pushed through one vmapped Hessian-vector product.
+PROBE_BLOCK = 8
+
+
+def _check_term(term: str) -> None:
+    if term not in TERMS:
+        raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
+
+
+def _flatten_batched(tensors: Params, m: int) -> Tensor:
+    """{name: (m, *shape)} -> (D, m)."""
+    return torch.cat([t.reshape(m, -1) for t in tensors.values()], dim=1).T
+
+
+def _chunk_hvp(ev: Evaluator, x: Tensor, y: Tensor, vdict: Params, term: str) -> Params:
+    """Summed (not averaged) curvature-matrix products on one chunk; vdict: {name: (m, ...)}."""
+
+    def logits(p: Params) -> Tensor:
+        return ev.logits(p, x)
+
+    z, pullback = vjp(logits, ev.params)
+    probs = torch.softmax(z, -1)
+    onehot = F.one_hot(y, z.shape[-1]).to(z.dtype)
+    out: dict[str, Params] = {}
+    if term in ("hessian", "h_term"):
+        def grad(p: Params) -> Params:
+            zz, pb = vjp(logits, p)
+            return pb(torch.softmax(zz, -1) - onehot)[0]
+
+        out["hessian"] = vmap(lambda t: jvp(grad, (ev.params,), (t,))[1])(vdict)
+    if term in ("g_term", "h_term"):
+        zt = vmap(lambda t: jvp(logits, (ev.params,), (t,))[1])(vdict)  # (m, B, K)
+        pz = probs * zt
+        mz = pz - probs * pz.sum(-1, keepdim=True)  # (diag p - p p^T) J v
+        out["g_term"] = vmap(lambda c: pullback(c)[0])(mz)
+    if term == "h_term":
+        return {k: out["hessian"][k] - out["g_term"][k] for k in out["hessian"]}
+    return out[term]
+
+
+def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vectors: Tensor,
+                           *, term: str = "hessian", scale: float = 1.0,
+                           temperature: float = 1.0, params: Params | None = None,
+                           batch_size: int | None = None, train_mode: bool = False) -> Tensor:
+    r""":math:`A v` for A the full-space Hessian, G-term or H-term of the mean cross-entropy.
+
+    ``vectors``: (D,) or (D, m) in ``parameters_to_vector`` order (any float dtype; computed in
+    the model's dtype). Returns float64 of the same shape, on the model's device.
+    """
+    _check_term(term)
+    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    p0 = next(iter(ev.params.values()))
+    single = vectors.ndim == 1
+    v = vectors[:, None] if single else vectors
+    if v.ndim != 2 or v.shape[0] != num_params(ev.params):
+        raise ValueError(f"vectors must have shape (D,) or (D, m) with D = "
+                         f"{num_params(ev.params)}, got {tuple(vectors.shape)}")
+    v = v.to(dtype=p0.dtype, device=p0.device)
+    m = v.shape[1]
+    vdict = unflatten(v, ev.params)
+    total = torch.zeros(v.shape, dtype=torch.float64, device=p0.device)
+    n = 0
+    with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
+        for x, y in iter_batches(data, batch_size):
+            check_batch(x, y, ev.logits(ev.params, x[:2]) if n == 0 else None, ev)
+            total += _flatten_batched(_chunk_hvp(ev, x, y, vdict, term), m).to(torch.float64)
+            n += x.shape[0]
+    if n == 0:
+        raise ValueError("data is empty")
+    total /= n
+    return total[:, 0] if single else total
+
+
+def loss_gradient(model: nn.Module, data: Batch | Iterable[Batch], *,
+                  basis: Tensor | None = None, scale: float = 1.0, temperature: float = 1.0,
+                  params: Params | None = None, batch_size: int | None = None,
+                  train_mode: bool = False) -> Tensor:
+    r""":math:`\nabla L = \frac{1}{ST}\sum_s J_s^\top (p_s - y_s)` in full space (D,), or
+    projected :math:`R^\top \nabla L` (d,) when ``basis`` is given. float64."""
+    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    total = None
+    n = 0
+    with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
+        for x, y in iter_batches(data, batch_size):
+            z, pullback = vjp(lambda p, x=x: ev.logits(p, x), ev.params)
+            check_batch(x, y, z, ev)
+            dz = torch.softmax(z, -1) - F.one_hot(y, z.shape[-1]).to(z.dtype)
+            g = flatten(pullback(dz)[0]).to(torch.float64)
+            total = g if total is None else total + g
+            n += x.shape[0]
+    if n == 0:
+        raise ValueError("data is empty")
+    grad = total / n
+    if basis is None:
+        return grad
+    if basis.ndim != 2 or basis.shape[0] != grad.shape[0]:
+        raise ValueError(f"basis must have shape ({grad.shape[0]}, d), got "
+                         f"{tuple(basis.shape)}")
+    return basis.to(device=grad.device, dtype=torch.float64).T @ grad
+
+
+@dataclass(frozen=True)
+class StochasticEstimate:
+    """A Monte-Carlo estimate: ``value`` ± ``std_error`` from ``num_probes`` probes."""
+
+    value: float
+    std_error: float
+    num_probes: int
+    samples: Tensor
+
+
+def _rademacher(dim: int, count: int, gen: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (dim, count), generator=gen).to(torch.float64) * 2 - 1
+
+
+def _probe_products(model, data, term, num_probes, seed, kwargs):
+    ev_dim = sum(p.numel() for p in model.parameters())
+    gen = _generator(seed)
+    for start in range(0, num_probes, PROBE_BLOCK):
+        v = _rademacher(ev_dim, min(PROBE_BLOCK, num_probes - start), gen)
+        av = hessian_vector_product(model, data, v, term=term, **kwargs)
+        yield v, av.cpu()
+
+
+def hutchinson_trace(model: nn.Module, data: Batch | Iterable[Batch], *,
+                     term: str = "hessian", num_probes: int = 64, seed: int | None = 0,
+                     **kwargs) -> StochasticEstimate:
+    r"""Hutchinson's estimate :math:`\mathrm{Tr}A \approx \frac1m\sum_i v_i^\top A v_i` with
+    Rademacher probes; standard error = sample std / √m. ``kwargs``: scale, temperature,
+    params, batch_size, train_mode."""
+    _check_term(term)
+    samples = torch.cat([(v * av).sum(0) for v, av in
+                         _probe_products(model, data, term, num_probes, seed, kwargs)])
+    return _estimate(samples)
+
+
+def hutchinson_frobenius(model: nn.Module, data: Batch | Iterable[Batch], *,
+                         term: str = "hessian", num_probes: int = 64, seed: int | None = 0,
+                         **kwargs) -> StochasticEstimate:
+    r""":math:`\|A\|_F = \sqrt{\mathbb E\|Av\|^2}` with Rademacher probes. ``samples`` holds
+    :math:`\|Av_i\|^2`; the standard error of the norm follows by the delta method,
+    :math:`\mathrm{se}(\|A\|_F) = \mathrm{se}(\|A\|_F^2) / (2\|A\|_F)`."""
+    _check_term(term)
+    samples = torch.cat([(av * av).sum(0) for _, av in
+                         _probe_products(model, data, term, num_probes, seed, kwargs)])
+    sq = _estimate(samples)
+    value = math.sqrt(max(sq.value, 0.0))
+    se = sq.std_error / (2 * value) if value > 0 else math.inf
+    return StochasticEstimate(value, se, sq.num_probes, samples)
+
+
+def _estimate(samples: Tensor) -> StochasticEstimate:
+    m = samples.numel()
+    se = float(samples.std(unbiased=True)) / math.sqrt(m) if m > 1 else math.inf
+    return StochasticEstimate(float(samples.mean()), se, m, samples)
+
+
+@dataclass(frozen=True)
+class HessianEigenpairs:
+    """Eigenpairs from Lanczos: ``eigenvalues`` (k,), ``eigenvectors`` (D, k) float64,
+    ``residuals`` ‖Av − λv‖ (k,), ``converged`` (all relative residuals ≤ tol) and the number of
+    Lanczos ``iterations``."""
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+    residuals: Tensor
+    converged: bool
+    iterations: int
+
+
+def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *,
+            which: str = "largest", max_iterations: int = 100, tol: float = 1e-8,
+            seed: int | None = 0) -> HessianEigenpairs:
+    r"""k extreme eigenpairs of a symmetric operator given by ``matvec`` ((dim,) -> (dim,),
+    float64) by Lanczos with full reorthogonalisation.
+
+    ``which="largest"``: largest algebraic eigenvalues (descending); ``"magnitude"``: largest
+    ``|λ|``. Stops when the Ritz residual estimates :math:`|\beta_m s_{m,i}|` of the wanted
+    pairs fall below ``tol * max|θ|``; the returned residuals are recomputed exactly.
+    """
+    if which not in ("largest", "magnitude"):
+        raise ValueError("which must be 'largest' or 'magnitude'")
+    if k < 1 or k > dim:
+        raise ValueError(f"k must be in [1, {dim}], got {k}")
+    steps = min(dim, max(max_iterations, k + 1))
+    gen = _generator(seed)
+    v = torch.randn(dim, generator=gen, dtype=torch.float64)
+    basis: list[Tensor] = []
+    alphas: list[float] = []
+    betas: list[float] = []
+    v = v / v.norm()
+    ritz_vals = ritz_vecs = None
+    beta = 0.0
+    for j in range(steps):
+        w = matvec(v).to(torch.float64)
+        device = w.device
+        if j == 0:
+            v = v.to(device)
+        basis.append(v)
+        alpha = float(w @ v)
+        alphas.append(alpha)
+        vs = torch.stack(basis)
+        w = w - vs.T @ (vs @ w)  # full reorthogonalisation, twice for stability
+        w = w - vs.T @ (vs @ w)
+        beta = float(w.norm())
+        t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            t += torch.diag(off, 1) + torch.diag(off, -1)
+        theta, s = torch.linalg.eigh(t)
+        order = (torch.argsort(theta, descending=True) if which == "largest"
+                 else torch.argsort(theta.abs(), descending=True))[:k]
+        ritz_vals, ritz_vecs = theta[order], s[:, order]
+        if j + 1 >= k:
+            estimate = (beta * ritz_vecs[-1, :]).abs()
+            scale = float(theta.abs().max()) or 1.0
+            if bool((estimate <= tol * scale).all()):
+                break
+        if beta <= 1e-13 * (float(theta.abs().max()) or 1.0):
+            break  # invariant subspace found
+        betas.append(beta)
+        v = w / beta
+    vs = torch.stack(basis)
+    vectors = vs.T @ ritz_vecs.to(vs.device)
+    vectors = vectors / vectors.norm(dim=0, keepdim=True)
+    av = torch.stack([matvec(vectors[:, i]).to(torch.float64) for i in range(vectors.shape[1])],
+                     dim=1)
+    residuals = (av - vectors * ritz_vals.to(vectors.device)).norm(dim=0).cpu()
+    scale = float(ritz_vals.abs().max()) or 1.0
+    return HessianEigenpairs(
+        eigenvalues=ritz_vals.cpu(), eigenvectors=vectors, residuals=residuals,
+        converged=bool((residuals <= max(tol, 1e-12) * scale * 10).all()),
+        iterations=len(basis),
+    )
+
+
+def hessian_top_eigenpairs(model: nn.Module, data: Batch | Iterable[Batch], k: int = 1, *,
+                           term: str = "hessian", which: str = "largest",
+                           max_iterations: int = 100, tol: float = 1e-8,
+                           seed: int | None = 0, **kwargs) -> HessianEigenpairs:
+    """Top-k eigenpairs of the full-space Hessian (or G-/H-term) by :func:`lanczos` on
+    :func:`hessian_vector_product`. ``kwargs``: scale, temperature, params, batch_size,
+    train_mode. Eigenvectors are (D, k) float64 in ``parameters_to_vector`` order."""
+    _check_term(term)
+    dim = sum(p.numel() for p in model.parameters())
+
+    def matvec(v: Tensor) -> Tensor:
+        return hessian_vector_product(model, data, v, term=term, **kwargs)
+
+    return lanczos(matvec, dim, k, which=which, max_iterations=max_iterations, tol=tol,
+                   seed=seed)

@@ -1,0 +1,72 @@
+"""Spectral statistics of symmetric matrices (SCIENCE.md §3)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SpectrumStats:
+    r"""Spectral summary of a symmetric d×d matrix A.
+
+    - ``eigenvalues``: float64, ascending (``eigh`` of the symmetrised matrix).
+    - ``positive_curvature`` :math:`\kappa = \mathrm{Tr} A / \|A\|_F \in [-\sqrt d, \sqrt d]`;
+      **defined as 0 when** :math:`\|A\|_F = 0` (e.g. a G-term that underflowed at a large
+      scale): a zero matrix has no excess of positive curvature.
+    - ``fraction_positive`` :math:`\pi = \#\{\lambda > 0\} / d` (0 for the zero matrix).
+    - ``spectral_norm`` :math:`\max|\lambda|`; ``top_eigenvalue`` :math:`\max \lambda`.
+    - ``trace``, ``frobenius``.
+
+    A matrix with non-finite entries gives NaN statistics (``finite=False``), never an error.
+    """
+
+    eigenvalues: Tensor
+    positive_curvature: float
+    fraction_positive: float
+    spectral_norm: float
+    top_eigenvalue: float
+    trace: float
+    frobenius: float
+    finite: bool = True
+
+    def as_dict(self) -> dict[str, float]:
+        """The scalar statistics (for tidy tables)."""
+        return {
+            "positive_curvature": self.positive_curvature,
+            "fraction_positive": self.fraction_positive,
+            "spectral_norm": self.spectral_norm,
+            "top_eigenvalue": self.top_eigenvalue,
+            "trace": self.trace,
+            "frobenius": self.frobenius,
+        }
+
+
+def spectrum_stats(matrix: Tensor) -> SpectrumStats:
+    """Eigenvalues and the Goldilocks statistics of a symmetric matrix (see SpectrumStats)."""
+    if not isinstance(matrix, Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
+        raise ValueError(f"spectrum_stats expects a square 2-D tensor, got {shape}")
+    a = matrix.detach().to(device="cpu", dtype=torch.float64)
+    d = a.shape[0]
+    if not bool(torch.isfinite(a).all()):
+        nan = math.nan
+        return SpectrumStats(torch.full((d,), nan, dtype=torch.float64), nan, nan, nan, nan,
+                             nan, nan, finite=False)
+    a = 0.5 * (a + a.T)
+    eig = torch.linalg.eigvalsh(a)
+    trace = float(eig.sum())
+    frob = float(torch.linalg.vector_norm(eig))
+    kappa = trace / frob if frob > 0 else 0.0
+    return SpectrumStats(
+        eigenvalues=eig,
+        positive_curvature=kappa,
+        fraction_positive=float((eig > 0).sum()) / d,
+        spectral_norm=float(eig.abs().max()),
+        top_eigenvalue=float(eig.max()),
+        trace=trace,
+        frobenius=frob,
+    )

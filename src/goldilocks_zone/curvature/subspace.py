@@ -1,0 +1,265 @@
+r"""The cross-entropy Hessian restricted to a random subspace, and its Gauss-Newton split.
+
+For a basis :math:`R \in \mathbb{R}^{D\times d}` and logits :math:`z_s = f(x_s;\theta)/T`,
+one pass over the data computes, chunk by chunk and summed over samples (divided by the number
+of samples S at the end, never by the number of chunks):
+
+- :math:`H_R = R^\top \nabla^2 L\, R` by forward-over-reverse differentiation: ``vmap`` over the
+  d columns of R of ``jvp`` (along :math:`r_j`) of the reverse-mode gradient, projected on R
+  inside the differentiated function so only d×d numbers leave each chunk;
+- the projected logit Jacobians :math:`J_s R / T` (the tangents of the logits in the same
+  pass, at no extra cost) and from them the G-term
+  :math:`G_R = \frac1S \sum_s (J_sR/T)^\top (\mathrm{diag}\,p_s - p_s p_s^\top)(J_sR/T)`;
+- the H-term :math:`H_R - G_R`, or with ``verify_split=True`` also directly as the Hessian of
+  :math:`\frac1S\sum_s \mathrm{sg}(p_s - y_s)\cdot z_s` (sg = stop-gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import jvp, vjp, vmap
+
+from goldilocks_zone.curvature.functional import (
+    Batch,
+    Evaluator,
+    Params,
+    check_basis,
+    check_batch,
+    check_train_mode,
+    evaluation_mode,
+    iter_batches,
+    make_evaluator,
+    unflatten,
+)
+from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
+
+TERMS = ("hessian", "g_term", "h_term")
+
+
+@dataclass(frozen=True)
+class SubspaceCurvature:
+    r"""Curvature of the mean cross-entropy on the subspace :math:`\theta + R u`.
+
+    ``hessian``, ``g_term``, ``h_term``: symmetric d×d float64 CPU tensors, with
+    ``hessian = g_term + h_term`` (``h_term`` is the difference unless ``verify_split``).
+    ``h_term_direct`` and ``split_residual`` =
+    :math:`\|H - (G + H_{direct})\|_F / \|H\|_F` are set with ``verify_split=True``.
+    ``projected_gradient``: :math:`R^\top \nabla L` (d,). ``mean_probs``: :math:`\bar p`, the
+    mean softmax output (K,); ``class_prior``: q, the label frequencies (K,).
+    ``finite`` is False when the loss or a matrix is non-finite (e.g. overflow at an extreme
+    scale): the values are then returned as they are (inf/NaN), not raised.
+    """
+
+    hessian: Tensor
+    g_term: Tensor
+    h_term: Tensor
+    loss: float
+    num_samples: int
+    accuracy: float
+    projected_gradient: Tensor
+    mean_probs: Tensor
+    class_prior: Tensor
+    scale: float
+    temperature: float
+    finite: bool
+    h_term_direct: Tensor | None = None
+    split_residual: float | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.hessian.shape[0]
+
+    def matrix(self, term: str) -> Tensor:
+        if term not in TERMS:
+            raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
+        return getattr(self, term)
+
+    def stats(self, term: str = "hessian") -> SpectrumStats:
+        """:func:`spectrum_stats` of ``hessian``, ``g_term`` or ``h_term``."""
+        return spectrum_stats(self.matrix(term))
+
+    @property
+    def prior_mismatch(self) -> float:
+        r""":math:`\|q - \bar p\|_2`, the quantity that controls the gradient (P1 Eq. 10)."""
+        return float(torch.linalg.vector_norm(self.class_prior - self.mean_probs))
+
+
+def _project(basis_dict: Params, grads: Params) -> Tensor:
+    """:math:`R^\\top g` for a parameter-shaped ``grads`` and ``basis_dict[name]: (d, *shape)``."""
+    return sum(torch.tensordot(basis_dict[k], g, dims=g.ndim) for k, g in grads.items())
+
+
+def _gauss_newton_sum(zt: Tensor, probs: Tensor) -> Tensor:
+    r""":math:`\sum_s A_s^\top (\mathrm{diag}\,p_s - p_s p_s^\top) A_s` for tangents
+    ``zt`` (d, B, K) = :math:`(A_s)` and ``probs`` (B, K)."""
+    weighted = zt * probs  # (d, B, K)
+    first = torch.einsum("ibk,jbk->ij", weighted, zt)
+    pa = weighted.sum(-1)  # (d, B): p_s^T A_s
+    return first - pa @ pa.T
+
+
+def _chunk_pass(ev: Evaluator, x: Tensor, y: Tensor, basis_dict: Params,
+                cotangent: Tensor | None = None):
+    """One chunk: summed projected Hessian, projected gradient, logit tangents and logits.
+
+    With ``cotangent`` (B, K) given, differentiate the fixed linear functional
+    ``cotangent · z`` instead of the loss (the direct H-term).
+    """
+    def grad_and_logits(params: Params):
+        z, pullback = vjp(lambda q: ev.logits(q, x), params)
+        if cotangent is None:
+            dz = torch.softmax(z, dim=-1) - F.one_hot(y, z.shape[-1]).to(z.dtype)
+        else:
+            dz = cotangent
+        (g,) = pullback(dz)
+        return _project(basis_dict, g), z
+
+    def along(tangent: Params):
+        (proj, z), (proj_t, z_t) = jvp(grad_and_logits, (ev.params,), (tangent,))
+        return proj_t, z_t, proj, z
+
+    return vmap(along, out_dims=(0, 0, None, None))(basis_dict)
+
+
+def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
+                       temperature: float = 1.0, scale: float = 1.0,
+                       params: Params | None = None, batch_size: int | None = None,
+                       verify_split: bool = False, train_mode: bool = False
+                       ) -> SubspaceCurvature:
+    r"""Hessian, G-term and H-term of the mean cross-entropy restricted to span(basis).
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to logits (batch, K). It is
+            evaluated functionally and left unchanged (values, ``requires_grad``, mode).
+        data: ``(inputs, targets)`` tensors or an iterable of such batches (a DataLoader).
+            The loss is the mean over *all samples*.
+        basis: (D, d), rows in ``parameters_to_vector(model.parameters())`` order, same dtype
+            and device as the model (see :func:`random_basis`).
+        temperature: T > 0; logits are divided by T.
+        scale: every parameter is multiplied by ``scale`` (derivatives are taken at
+            ``scale * theta``).
+        params: optional dict name -> tensor replacing the model's parameters.
+        batch_size: chunk size (default ``DEFAULT_BATCH_SIZE``); memory does not grow with
+            the number of samples.
+        verify_split: also compute the H-term directly and report ``split_residual``.
+        train_mode: evaluate in train mode (BatchNorm uses each chunk's batch statistics;
+            not allowed with dropout). Default: eval mode.
+
+    Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
+    """
+    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    check_basis(basis, ev)
+    if train_mode:
+        check_train_mode(model)
+    basis_dict = unflatten(basis, ev.params)  # name -> (d, *shape)
+    d = basis.shape[1]
+    acc = torch.zeros(d, d, dtype=torch.float64)
+    hessian = acc.clone()
+    g_term = acc.clone()
+    h_direct = acc.clone() if verify_split else None
+    grad = torch.zeros(d, dtype=torch.float64)
+    loss_sum = 0.0
+    correct = 0
+    num_samples = 0
+    probs_sum = None
+    counts = None
+
+    with evaluation_mode(model, train_mode), torch.no_grad():
+        for x, y in iter_batches(data, batch_size):
+            if x.shape[0] == 0:
+                continue
+            if num_samples == 0:
+                check_batch(x, y, None, ev)
+                check_batch(x[:2], y[:2], ev.logits(ev.params, x[:2]), ev)
+            else:
+                check_batch(x, y, None, ev)
+            with torch.enable_grad():
+                h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict)
+            k = z.shape[-1]
+            if int(y.max()) >= k or int(y.min()) < 0:
+                check_batch(x, y, z, ev)
+            logp = torch.log_softmax(z, dim=-1)
+            probs = logp.exp()
+            hessian += h_t.to(torch.float64).cpu()
+            g_term += _gauss_newton_sum(z_t, probs).to(torch.float64).cpu()
+            grad += proj.to(torch.float64).cpu()
+            loss_sum += float(-logp.gather(1, y[:, None]).sum())
+            correct += int((z.argmax(-1) == y).sum())
+            p_sum = probs.sum(0).to(torch.float64).cpu()
+            c_sum = torch.bincount(y.cpu(), minlength=k).to(torch.float64)
+            probs_sum = p_sum if probs_sum is None else probs_sum + p_sum
+            counts = c_sum if counts is None else counts + c_sum
+            num_samples += x.shape[0]
+            if verify_split:
+                cot = (probs - F.one_hot(y, k).to(probs.dtype)).detach()
+                with torch.enable_grad():
+                    hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, cotangent=cot)
+                h_direct += hd_t.to(torch.float64).cpu()
+    if num_samples == 0:
+        raise ValueError("data is empty: no samples to measure the curvature on")
+
+    def finish(m: Tensor) -> Tensor:
+        m = m / num_samples
+        return 0.5 * (m + m.T)
+
+    hessian, g_term = finish(hessian), finish(g_term)
+    h_term = hessian - g_term
+    residual = None
+    if h_direct is not None:
+        h_direct = finish(h_direct)
+        denom = float(torch.linalg.matrix_norm(hessian))
+        num = float(torch.linalg.matrix_norm(hessian - g_term - h_direct))
+        residual = num / denom if denom > 0 else num
+    loss = loss_sum / num_samples
+    finite = math.isfinite(loss) and bool(torch.isfinite(hessian).all()) and bool(
+        torch.isfinite(g_term).all())
+    return SubspaceCurvature(
+        hessian=hessian, g_term=g_term, h_term=h_term, loss=loss, num_samples=num_samples,
+        accuracy=correct / num_samples, projected_gradient=grad / num_samples,
+        mean_probs=probs_sum / num_samples, class_prior=counts / num_samples,
+        scale=float(scale), temperature=float(temperature), finite=finite,
+        h_term_direct=h_direct, split_residual=residual,
+    )
+
+
+@dataclass(frozen=True)
+class ProjectedJacobians:
+    r"""Per-sample projected logit Jacobians :math:`J_s R / T` (S, K, d), softmax outputs
+    :math:`p_s` (S, K) and targets (S,), float64 on the CPU."""
+
+    jacobians: Tensor
+    probs: Tensor
+    targets: Tensor
+
+
+def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor,
+                              *, scale: float = 1.0, temperature: float = 1.0,
+                              params: Params | None = None, batch_size: int | None = None,
+                              train_mode: bool = False) -> ProjectedJacobians:
+    """:math:`J_s R / T` for every sample by forward mode (``vmap`` over the d directions of
+    ``jvp``): cost ≈ d forward passes, no loop over samples or classes."""
+    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    check_basis(basis, ev)
+    basis_dict = unflatten(basis, ev.params)
+    jacs, probs, targets = [], [], []
+    with evaluation_mode(model, train_mode), torch.no_grad():
+        for i, (x, y) in enumerate(iter_batches(data, batch_size)):
+            check_batch(x, y, ev.logits(ev.params, x[:2]) if i == 0 else None, ev)
+
+            def along(tangent: Params, x=x):
+                return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
+
+            z, z_t = vmap(along, out_dims=(None, 0))(basis_dict)
+            check_batch(x, y, z, ev)
+            jacs.append(z_t.permute(1, 2, 0).to(torch.float64).cpu())
+            probs.append(torch.softmax(z, -1).to(torch.float64).cpu())
+            targets.append(y.cpu())
+    if not jacs:
+        raise ValueError("data is empty")
+    return ProjectedJacobians(torch.cat(jacs), torch.cat(probs), torch.cat(targets))
