@@ -22,6 +22,7 @@ from goldilocks_zone.curvature.functional import (
     Evaluator,
     Params,
     check_batch,
+    check_first_batch,
     evaluation_mode,
     flatten,
     iter_batches,
@@ -95,7 +96,10 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
     n = 0
     with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
         for x, y in iter_batches(data, batch_size):
-            check_batch(x, y, ev.logits(ev.params, x[:2]) if n == 0 else None, ev)
+            if n == 0:
+                check_first_batch(x, y, ev)
+            else:
+                check_batch(x, y, None, ev)
             total += _flatten_batched(_chunk_hvp(ev, x, y, vdict, term), m).to(torch.float64)
             n += x.shape[0]
     if n == 0:

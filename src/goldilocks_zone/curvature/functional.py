@@ -193,6 +193,12 @@ def check_batch(x: Tensor, y: Tensor, logits: Tensor | None, evaluator: Evaluato
                              f"values in [{int(y.min())}, {int(y.max())}]")
 
 
+def check_first_batch(x: Tensor, y: Tensor, evaluator: Evaluator) -> None:
+    """Validate the first chunk cheaply (a forward pass on two samples) before heavy work."""
+    check_batch(x, y, None, evaluator)
+    check_batch(x[:2], y[:2], evaluator.logits(evaluator.params, x[:2]), evaluator)
+
+
 def check_basis(basis: Tensor, evaluator: Evaluator) -> None:
     p = next(iter(evaluator.params.values()))
     n = num_params(evaluator.params)

@@ -31,6 +31,7 @@ from goldilocks_zone.curvature.functional import (
     Params,
     check_basis,
     check_batch,
+    check_first_batch,
     check_train_mode,
     evaluation_mode,
     iter_batches,
@@ -175,8 +176,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             if x.shape[0] == 0:
                 continue
             if num_samples == 0:
-                check_batch(x, y, None, ev)
-                check_batch(x[:2], y[:2], ev.logits(ev.params, x[:2]), ev)
+                check_first_batch(x, y, ev)
             else:
                 check_batch(x, y, None, ev)
             with torch.enable_grad():
@@ -250,7 +250,8 @@ def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], b
     jacs, probs, targets = [], [], []
     with evaluation_mode(model, train_mode), torch.no_grad():
         for i, (x, y) in enumerate(iter_batches(data, batch_size)):
-            check_batch(x, y, ev.logits(ev.params, x[:2]) if i == 0 else None, ev)
+            if i == 0:
+                check_first_batch(x, y, ev)
 
             def along(tangent: Params, x=x):
                 return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
