@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
@@ -30,7 +29,7 @@ from goldilocks_zone.curvature.functional import (
     num_params,
     unflatten,
 )
-from goldilocks_zone.curvature.subspace import TERMS
+from goldilocks_zone.curvature.subspace import TERMS, softmax_residual
 
 #: Probe vectors pushed through one vmapped Hessian-vector product.
 PROBE_BLOCK = 8
@@ -54,18 +53,16 @@ def _chunk_hvp(ev: Evaluator, x: Tensor, y: Tensor, vdict: Params, term: str) ->
 
     z, pullback = vjp(logits, ev.params)
     probs = torch.softmax(z, -1)
-    onehot = F.one_hot(y, z.shape[-1]).to(z.dtype)
     out: dict[str, Params] = {}
     if term in ("hessian", "h_term"):
         def grad(p: Params) -> Params:
             zz, pb = vjp(logits, p)
-            return pb(torch.softmax(zz, -1) - onehot)[0]
+            return pb(softmax_residual(zz, y))[0]
 
         out["hessian"] = vmap(lambda t: jvp(grad, (ev.params,), (t,))[1])(vdict)
     if term in ("g_term", "h_term"):
         zt = vmap(lambda t: jvp(logits, (ev.params,), (t,))[1])(vdict)  # (m, B, K)
-        pz = probs * zt
-        mz = pz - probs * pz.sum(-1, keepdim=True)  # (diag p - p p^T) J v
+        mz = probs * (zt - (probs * zt).sum(-1, keepdim=True))  # (diag p - p p^T) J v
         out["g_term"] = vmap(lambda c: pullback(c)[0])(mz)
     if term == "h_term":
         return {k: out["hessian"][k] - out["g_term"][k] for k in out["hessian"]}
@@ -121,7 +118,7 @@ def loss_gradient(model: nn.Module, data: Batch | Iterable[Batch], *,
         for x, y in iter_batches(data, batch_size):
             z, pullback = vjp(lambda p, x=x: ev.logits(p, x), ev.params)
             check_batch(x, y, z, ev)
-            dz = torch.softmax(z, -1) - F.one_hot(y, z.shape[-1]).to(z.dtype)
+            dz = softmax_residual(z, y)
             g = flatten(pullback(dz)[0]).to(torch.float64)
             total = g if total is None else total + g
             n += x.shape[0]

@@ -59,15 +59,26 @@ def unflatten(vector: Tensor, like: Params) -> Params:
 @contextlib.contextmanager
 def evaluation_mode(model: nn.Module, train: bool) -> Iterator[None]:
     """Temporarily put every submodule in train (``True``) or eval mode, then restore each
-    submodule's own flag, so the caller's model leaves exactly as it came."""
+    submodule's own flag, so the caller's model leaves exactly as it came.
+
+    In train mode BatchNorm layers normalise with the batch statistics of each chunk and do
+    not update their running statistics (``track_running_stats`` is switched off meanwhile).
+    """
     flags = [(m, m.training) for m in model.modules()]
+    norms = [(m, m.track_running_stats) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     try:
         for m, _ in flags:
             m.training = train
+        if train:
+            for m, _ in norms:
+                m.track_running_stats = False
         yield
     finally:
         for m, flag in flags:
             m.training = flag
+        for m, flag in norms:
+            m.track_running_stats = flag
 
 
 _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,

@@ -96,13 +96,25 @@ def _project(basis_dict: Params, grads: Params) -> Tensor:
     return sum(torch.tensordot(basis_dict[k], g, dims=g.ndim) for k, g in grads.items())
 
 
+def softmax_residual(z: Tensor, y: Tensor) -> Tensor:
+    r""":math:`p - y` (B, K) for logits z and class indices y, accurate when the softmax
+    saturates: the true class's entry is :math:`-\sum_{k\neq y} p_k` rather than
+    :math:`p_y - 1` (which rounds to 0 long before the true value underflows)."""
+    probs = torch.softmax(z, dim=-1)
+    is_true = F.one_hot(y, z.shape[-1]).to(torch.bool)
+    others = probs.masked_fill(is_true, 0.0).sum(-1, keepdim=True)
+    return torch.where(is_true, -others, probs)
+
+
 def _gauss_newton_sum(zt: Tensor, probs: Tensor) -> Tensor:
     r""":math:`\sum_s A_s^\top (\mathrm{diag}\,p_s - p_s p_s^\top) A_s` for tangents
-    ``zt`` (d, B, K) = :math:`(A_s)` and ``probs`` (B, K)."""
-    weighted = zt * probs  # (d, B, K)
-    first = torch.einsum("ibk,jbk->ij", weighted, zt)
-    pa = weighted.sum(-1)  # (d, B): p_s^T A_s
-    return first - pa @ pa.T
+    ``zt`` (d, B, K) = :math:`(A_s)` and ``probs`` (B, K).
+
+    Uses the centred (weighted-covariance) form
+    :math:`\sum_k p_k (a_k - \bar a)(a_k - \bar a)^\top`, :math:`\bar a = \sum_k p_k a_k`,
+    which has no cancellation when the softmax saturates and is PSD by construction."""
+    centred = zt - (zt * probs).sum(-1, keepdim=True)  # (d, B, K)
+    return torch.einsum("ibk,jbk->ij", centred * probs, centred)
 
 
 def _chunk_pass(ev: Evaluator, x: Tensor, y: Tensor, basis_dict: Params,
@@ -115,7 +127,7 @@ def _chunk_pass(ev: Evaluator, x: Tensor, y: Tensor, basis_dict: Params,
     def grad_and_logits(params: Params):
         z, pullback = vjp(lambda q: ev.logits(q, x), params)
         if cotangent is None:
-            dz = torch.softmax(z, dim=-1) - F.one_hot(y, z.shape[-1]).to(z.dtype)
+            dz = softmax_residual(z, y)
         else:
             dz = cotangent
         (g,) = pullback(dz)
@@ -197,7 +209,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             counts = c_sum if counts is None else counts + c_sum
             num_samples += x.shape[0]
             if verify_split:
-                cot = (probs - F.one_hot(y, k).to(probs.dtype)).detach()
+                cot = softmax_residual(z, y).detach()
                 with torch.enable_grad():
                     hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, cotangent=cot)
                 h_direct += hd_t.to(torch.float64).cpu()
