@@ -4,12 +4,14 @@
 ``scale`` and measures, per layer, the activation norm and the top eigenvalue of the
 activations' Gram matrix (``repeats`` re-measures it, to set the cost of a point). Large
 ``scale`` overflows float64 to ``inf`` and then ``nan``: a genuinely diverging point.
-``fail = true`` raises, like an experiment hitting a bug.
+``fail = true`` raises, like an experiment hitting a bug; ``FLAKY`` fails for the seeds listed
+in ``$SWEEP_TOY_FLAKY_SEEDS`` (a transient failure, fixed by retrying).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,5 +87,17 @@ TOY = Experiment(id="toy", paper="tests", summary="toy sweep experiment",
 TOY_BROKEN_PLOT = Experiment(id="toy-broken-plot", paper="tests", summary="plot raises",
                              config_cls=ToyConfig, run=run, plot=broken_plot,
                              quick={"repeats": 5})
+
+def flaky_run(config: ToyConfig, ctx: RunContext) -> pd.DataFrame:
+    """``run``, but seeds listed in $SWEEP_TOY_FLAKY_SEEDS hit a transient failure (like a
+    node going away) that is not part of the config."""
+    flaky = {int(s) for s in os.environ.get("SWEEP_TOY_FLAKY_SEEDS", "").split(",") if s}
+    if config.seed in flaky:
+        raise RuntimeError(f"transient failure for seed {config.seed}")
+    return run(config, ctx)
+
+
+FLAKY = Experiment(id="toy-flaky", paper="tests", summary="transient failures",
+                   config_cls=ToyConfig, run=flaky_run, plot=plot, quick={"repeats": 5})
 
 NOT_AN_EXPERIMENT = 42

@@ -100,6 +100,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: st
     runner = make_executor(executor, workers=workers, scheduler=scheduler, threads=threads,
                            experiment=spec.experiment)
     store = PointStore(out_dir)
+    store.check_compatible(spec)  # before creating anything; checked again under the lock
     started = time.time()
     report = SweepReport(out_dir=store.root, total=len(spec.points))
     with store.lock():

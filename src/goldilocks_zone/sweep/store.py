@@ -88,11 +88,9 @@ class PointStore:
             )
         return json.loads(path.read_text())
 
-    def initialise(self, spec: SweepSpec) -> None:
-        """Bind the folder to ``spec``: write ``sweep.json`` if new, else check it matches.
-
-        Raises :class:`SpecError` if the folder holds a different sweep, or other files.
-        """
+    def check_compatible(self, spec: SweepSpec) -> None:
+        """Raise :class:`SpecError` if the folder holds a different sweep or other files;
+        reads only (creates nothing)."""
         path = self.root / SWEEP_FILE
         if path.is_file():
             stored = json.loads(path.read_text())
@@ -114,18 +112,25 @@ class PointStore:
                         f"output folder {self.root} is not empty and holds no {SWEEP_FILE} "
                         f"(found {', '.join(sorted(others)[:5])}); use a new or empty folder"
                     )
-            self.root.mkdir(parents=True, exist_ok=True)
+
+    def initialise(self, spec: SweepSpec) -> None:
+        """Bind the folder to ``spec``: write ``sweep.json`` if new, else check it describes
+        the same points (:meth:`check_compatible`) and refresh it (the figure grouping, the
+        description and the order of the grid may change between runs)."""
+        self.check_compatible(spec)
+        path = self.root / SWEEP_FILE
+        self.root.mkdir(parents=True, exist_ok=True)
         self.points_dir.mkdir(parents=True, exist_ok=True)
-        if not path.is_file():
-            document = {
-                "format": FORMAT_VERSION,
-                "spec_hash": spec.hash,
-                "spec": spec.normalized(),
-                "swept": spec.swept,
-                "points": [{"index": p.index, "key": p.key, "grid": p.grid}
-                           for p in spec.points],
-            }
-            atomic_write_text(path, _dumps(document))
+        document = {
+            "format": FORMAT_VERSION,
+            "spec_hash": spec.hash,
+            "spec": spec.normalized(),
+            "swept": spec.swept,
+            "points": [{"index": p.index, "key": p.key, "grid": p.grid} for p in spec.points],
+        }
+        text = _dumps(document)
+        if not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
 
     # ---------------------------------------------------------------- locking
     @contextlib.contextmanager
