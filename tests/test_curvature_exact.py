@@ -15,7 +15,12 @@ from curvature_oracle import (
     make_case,
 )
 
-from goldilocks_zone import projected_logit_jacobians, random_basis, subspace_curvature
+from goldilocks_zone import (
+    projected_logit_jacobians,
+    random_basis,
+    subspace_curvature,
+    subspace_g_term,
+)
 
 TOL = 1e-10
 
@@ -57,6 +62,7 @@ def test_hessian_g_h_match_dense_oracle(case, temperature, scale, batch_size):
     assert rel(res.h_term, hess - g) < TOL
     assert rel(res.h_term_direct, h) < TOL
     assert res.split_residual < TOL
+    assert rel(subspace_g_term(model, (x, y), basis, batch_size=batch_size, **kw), g) < TOL
     assert res.num_samples == x.shape[0]
     for m in (res.hessian, res.g_term, res.h_term):
         assert m.dtype == torch.float64 and torch.equal(m, m.T)

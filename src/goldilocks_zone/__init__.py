@@ -20,6 +20,7 @@ from goldilocks_zone.curvature import (
     random_basis,
     spectrum_stats,
     subspace_curvature,
+    subspace_g_term,
 )
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "random_basis",
     "spectrum_stats",
     "subspace_curvature",
+    "subspace_g_term",
 ]
 
 

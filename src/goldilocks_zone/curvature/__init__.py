@@ -24,6 +24,7 @@ from goldilocks_zone.curvature.subspace import (
     SubspaceCurvature,
     projected_logit_jacobians,
     subspace_curvature,
+    subspace_g_term,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "random_basis",
     "spectrum_stats",
     "subspace_curvature",
+    "subspace_g_term",
 ]

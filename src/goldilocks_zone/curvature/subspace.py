@@ -250,18 +250,18 @@ class ProjectedJacobians:
     targets: Tensor
 
 
-def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor,
-                              *, scale: float = 1.0, temperature: float = 1.0,
-                              params: Params | None = None, batch_size: int | None = None,
-                              train_mode: bool = False) -> ProjectedJacobians:
-    """:math:`J_s R / T` for every sample by forward mode (``vmap`` over the d directions of
-    ``jvp``): cost ≈ d forward passes, no loop over samples or classes."""
+def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
+                    scale: float, temperature: float, params: Params | None,
+                    batch_size: int | None, train_mode: bool):
+    """Yield ``(z, z_t, y)`` per chunk: logits (B, K) and their tangents (d, B, K) along the
+    basis columns, by forward mode (``vmap`` over the d directions of ``jvp``)."""
     ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)
-    jacs, probs, targets = [], [], []
     with evaluation_mode(model, train_mode), torch.no_grad():
         for i, (x, y) in enumerate(iter_batches(data, batch_size)):
+            if x.shape[0] == 0:
+                continue
             if i == 0:
                 check_first_batch(x, y, ev)
 
@@ -270,9 +270,40 @@ def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], b
 
             z, z_t = vmap(along, out_dims=(None, 0))(basis_dict)
             check_batch(x, y, z, ev)
-            jacs.append(z_t.permute(1, 2, 0).to(torch.float64).cpu())
-            probs.append(torch.softmax(z, -1).to(torch.float64).cpu())
-            targets.append(y.cpu())
+            yield z, z_t, y
+
+
+def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor,
+                              *, scale: float = 1.0, temperature: float = 1.0,
+                              params: Params | None = None, batch_size: int | None = None,
+                              train_mode: bool = False) -> ProjectedJacobians:
+    """:math:`J_s R / T` for every sample: cost ≈ d forward passes, no loop over samples or
+    classes. Memory grows with S×K×d (use :func:`subspace_g_term` for the G-term alone)."""
+    jacs, probs, targets = [], [], []
+    for z, z_t, y in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
+                                     params=params, batch_size=batch_size,
+                                     train_mode=train_mode):
+        jacs.append(z_t.permute(1, 2, 0).to(torch.float64).cpu())
+        probs.append(torch.softmax(z, -1).to(torch.float64).cpu())
+        targets.append(y.cpu())
     if not jacs:
         raise ValueError("data is empty")
     return ProjectedJacobians(torch.cat(jacs), torch.cat(probs), torch.cat(targets))
+
+
+def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
+                    scale: float = 1.0, temperature: float = 1.0, params: Params | None = None,
+                    batch_size: int | None = None, train_mode: bool = False) -> Tensor:
+    r"""The G-term :math:`G_R` alone (d×d float64), by forward mode only (≈ d forward passes):
+    cheaper than :func:`subspace_curvature` when the H-term is not needed."""
+    total, n = None, 0
+    for z, z_t, _ in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
+                                     params=params, batch_size=batch_size,
+                                     train_mode=train_mode):
+        g = _gauss_newton_sum(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
+        total = g if total is None else total + g
+        n += z.shape[0]
+    if total is None:
+        raise ValueError("data is empty")
+    total = total / n
+    return 0.5 * (total + total.T)
