@@ -101,8 +101,10 @@ CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCHES = ("test_batch",)
 CIFAR10_ROW = 3 * 32 * 32
 
-# The only globals an official CIFAR pickle needs: numpy array reconstruction.
+# The only globals a CIFAR pickle needs: numpy array reconstruction, and _codecs.encode, which
+# pickles written by Python 3 at protocol 2 use to store bytes.
 _SAFE_GLOBALS = {
+    ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
