@@ -73,13 +73,15 @@ class DaskExecutor:
 
     Give either ``workers`` (start a ``LocalCluster`` of that many single-threaded worker
     processes bound to 127.0.0.1, closed at exit) or ``scheduler`` (the address of a running
-    cluster, left running at exit). ``threads`` is the torch thread count per point.
+    cluster, left running at exit; ``connect_timeout`` seconds to reach it). ``threads`` is the
+    torch thread count per point.
     """
 
     name = "dask"
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None,
-                 threads: int | None = 1, experiment: str | None = None):
+                 threads: int | None = 1, experiment: str | None = None,
+                 connect_timeout: float = 30.0):
         if (workers is None) == (scheduler is None):
             raise ValueError("give exactly one of workers (a local cluster) or scheduler")
         if workers is not None and workers < 1:
@@ -88,6 +90,7 @@ class DaskExecutor:
         self.scheduler = scheduler
         self.threads = threads
         self.experiment = experiment
+        self.connect_timeout = connect_timeout
         self._stack = contextlib.ExitStack()
         self.client: Any = None
         self.cluster: Any = None
@@ -101,7 +104,8 @@ class DaskExecutor:
             ) from exc
         try:
             if self.scheduler is not None:
-                self.client = self._stack.enter_context(Client(self.scheduler, timeout="30s"))
+                client = Client(self.scheduler, timeout=self.connect_timeout)
+                self.client = self._stack.enter_context(client)
             else:
                 self.cluster = self._stack.enter_context(LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
@@ -109,7 +113,7 @@ class DaskExecutor:
                     silence_logs=logging.ERROR,
                 ))
                 self.client = self._stack.enter_context(Client(self.cluster))
-        except OSError as exc:
+        except Exception as exc:  # OSError / TimeoutError from distributed's connection code
             self._stack.close()
             where = self.scheduler or "a local cluster"
             raise ExecutorError(f"cannot connect to {where}: {exc}") from exc
