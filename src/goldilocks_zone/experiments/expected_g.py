@@ -1,0 +1,288 @@
+r"""``expected-g`` (P1 Figs. 3-4): the measured positive curvature of the G-term against the
+random-model prediction :math:`\kappa(\mathbb{E}\,G)` of P1 Eq. 9.
+
+Three panels, one tidy table with a ``panel`` column:
+
+* ``panel="scale"``: for each seed and :math:`\alpha` on the scale grid, the projected logit
+  Jacobians :math:`J_sR` (:func:`goldilocks_zone.projected_logit_jacobians`) give the G-term
+  :math:`G_R = \frac1S\sum_s (J_sR)^\top M_s (J_sR)` (its :math:`\kappa`, :math:`\pi`, norms), the
+  random-model fit :math:`\sigma_c^2, \sigma_E^2` (:func:`goldilocks_zone.theory.fit_random_model`),
+  :math:`\Gamma_p` of :math:`\bar M` and the prediction ``expected_curvature`` (Eq. 9).
+* ``panel="dim"``: the same at a fixed scale ``dim_scale`` for subspace dimensions ``dims``
+  (one basis per dimension, drawn with the seed): :math:`\kappa(G)` rises like :math:`\sqrt d`
+  while the noise dominates and saturates towards :math:`\Gamma_p` once the mean does.
+* ``panel="logits"``: :math:`\Gamma_p^{-2}` of :math:`M = \operatorname{diag}(p) - pp^\top`,
+  :math:`p = \operatorname{softmax}(a z)` for ``logit_sets`` random logit vectors
+  :math:`z \sim \mathcal N(0, I_K)` and logit scales :math:`a \in 10^{[-2, 2]}`; rows
+  ``series="set"`` (one per logit set), ``series="mean"`` (the average of the per-set values)
+  and ``series="pooled"`` (:math:`\Gamma_p^{-2}` of the mean matrix over the sets, the quantity
+  Eq. 9 uses when the sets are the samples). :math:`\Gamma_p^{-2}` rises from
+  :math:`1/(K-1)` (uniform outputs) to 1 (confident outputs), which is why
+  :math:`\kappa(\mathbb{E}\,G)` declines at large scales.
+
+The prediction uses the subspace dimension ``d`` in Eq. 9 (see :mod:`goldilocks_zone.theory`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import log_grid, torch_dtype
+from goldilocks_zone.experiments.scale_sweep import (
+    CurvatureConfig,
+    band,
+    check_log_range,
+    describe,
+    record_problem,
+    scale_grid,
+    setup,
+)
+
+
+@dataclass
+class Config(CurvatureConfig):
+    log10_range: tuple[float, ...] = field(
+        default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
+    per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
+    dims: tuple[int, ...] = field(
+        default=(2, 5, 10, 20, 50, 100, 200),
+        metadata={"help": "subspace dimensions of the kappa-vs-d panel"})
+    dim_scale: float = field(default=1.0,
+                             metadata={"help": "scale alpha of the kappa-vs-d panel"})
+    logit_sets: int = field(default=30, metadata={"help": "random logit vectors (Gamma_p panel)"})
+    logit_log10_range: tuple[float, ...] = field(
+        default=(-2.0, 2.0), metadata={"help": "log10 range of the logit scale (Gamma_p panel)"})
+    logit_per_decade: int = field(default=8,
+                                  metadata={"help": "points per decade of the logit scale"})
+    logit_classes: int | None = field(
+        default=None, metadata={"help": "K of the random logits (default: the dataset's)"})
+    debias: bool = field(
+        default=False,
+        metadata={"help": "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)"})
+
+    def validate(self) -> None:
+        super().validate()
+        check_log_range("log10_range", self.log10_range, self.per_decade)
+        check_log_range("logit_log10_range", self.logit_log10_range, self.logit_per_decade)
+        if not self.dims or min(self.dims) < 1:
+            raise ValueError(f"dims must be positive integers, got {self.dims}")
+        if not self.dim_scale > 0:
+            raise ValueError(f"dim_scale must be > 0, got {self.dim_scale}")
+        if self.logit_sets < 1:
+            raise ValueError(f"logit_sets must be >= 1, got {self.logit_sets}")
+        if self.logit_classes is not None and self.logit_classes < 2:
+            raise ValueError(f"logit_classes must be >= 2, got {self.logit_classes}")
+
+
+QUICK = {"num_samples": 300, "dim": 20, "seeds": (0, 1), "per_decade": 2,
+         "dims": (2, 5, 10, 20, 50, 100)}
+
+
+def g_term_point(problem, basis: torch.Tensor, *, scale: float, batch_size: int | None,
+                 debias: bool) -> dict[str, Any]:
+    """Measured :math:`\\kappa(G_R)` (and spectrum statistics) and the Eq. 9 prediction from
+    one pass of projected Jacobians."""
+    from goldilocks_zone import projected_logit_jacobians, spectrum_stats
+    from goldilocks_zone.theory import (
+        expected_g_curvature,
+        fit_random_model,
+        gamma_p,
+        gauss_newton_from_jacobians,
+    )
+
+    pj = projected_logit_jacobians(problem.model, problem.data, basis, scale=scale,
+                                   batch_size=batch_size)
+    g = gauss_newton_from_jacobians(pj.jacobians, pj.probs)
+    stats = spectrum_stats(g)
+    fit = fit_random_model(pj.jacobians, debias=debias)
+    gp = float(gamma_p(pj.probs))
+    finite = bool(torch.isfinite(pj.jacobians).all()) and stats.finite \
+        and math.isfinite(fit.sigma_c2) and math.isfinite(fit.sigma_e2)
+    expected = (float(expected_g_curvature(fit.sigma_c2, fit.sigma_e2, gp, basis.shape[1]))
+                if finite else math.nan)
+    return {"term": "g_term", **stats.as_dict(), "expected_curvature": expected,
+            "sigma_c2": fit.sigma_c2, "sigma_e2": fit.sigma_e2, "gamma_p": gp,
+            "finite": finite}
+
+
+def logit_panel(num_sets: int, num_classes: int, scales: tuple[float, ...], seed: int
+                ) -> list[dict[str, Any]]:
+    r""":math:`\Gamma_p^{-2}` rows for random logits :math:`z \sim \mathcal N(0, I_K)` (one
+    generator seeded with ``seed``) scaled by each value of ``scales``."""
+    from goldilocks_zone.theory import gamma_p
+
+    gen = torch.Generator().manual_seed(int(seed))
+    logits = torch.randn(num_sets, num_classes, generator=gen, dtype=torch.float64)
+    rows = []
+    for a in scales:
+        probs = torch.softmax(a * logits, dim=-1)
+        per_set = gamma_p(probs.unsqueeze(-2))  # (num_sets,): one vector per set
+        pooled = float(gamma_p(probs))  # the sets as samples of M-bar
+        for i, value in enumerate(per_set.tolist()):
+            rows.append({"panel": "logits", "logit_scale": a, "series": "set", "logit_set": i,
+                         "gamma_p": value, "gamma_p_inv_sq": value**-2})
+        inv_sq = per_set.pow(-2)
+        rows.append({"panel": "logits", "logit_scale": a, "series": "mean", "logit_set": -1,
+                     "gamma_p": float(inv_sq.mean() ** -0.5),
+                     "gamma_p_inv_sq": float(inv_sq.mean())})
+        rows.append({"panel": "logits", "logit_scale": a, "series": "pooled", "logit_set": -1,
+                     "gamma_p": pooled, "gamma_p_inv_sq": pooled**-2})
+    return rows
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone import random_basis
+
+    scales = scale_grid(config.log10_range, config.per_decade)
+    rows: list[dict[str, Any]] = []
+    jobs = [("scale", a) for a in scales] + [("dim", d) for d in config.dims]
+    num_classes = None
+    for seed in config.seeds:
+        problem, basis = setup(config, seed)
+        num_classes = problem.num_classes
+        if seed == config.seeds[0]:
+            record_problem(ctx, problem, config)
+        too_big = [d for d in config.dims if d > problem.num_params]
+        if too_big:
+            raise ValueError(f"dims {too_big} exceed the number of parameters "
+                             f"{problem.num_params} of {config.model!r}")
+        for panel, value in ctx.progress(jobs, total=len(jobs), desc=f"expected-g seed {seed}"):
+            if panel == "scale":
+                point = g_term_point(problem, basis, scale=float(value),
+                                     batch_size=config.batch_size, debias=config.debias)
+                rows.append({"panel": "scale", "scale": float(value), "seed": seed,
+                             "dim": config.dim, **point})
+            else:
+                b = basis if value == config.dim else random_basis(
+                    problem.num_params, int(value), kind=config.basis, seed=seed,
+                    dtype=torch_dtype(config.dtype), device=config.device)
+                point = g_term_point(problem, b, scale=config.dim_scale,
+                                     batch_size=config.batch_size, debias=config.debias)
+                rows.append({"panel": "dim", "scale": config.dim_scale, "seed": seed,
+                             "dim": int(value), **point})
+    k = config.logit_classes or int(num_classes)
+    rows.extend(logit_panel(config.logit_sets, k,
+                            log_grid(config.logit_log10_range[0], config.logit_log10_range[1],
+                                     config.logit_per_decade), seed=config.seeds[0]))
+    table = pd.DataFrame(rows)
+    table["num_classes"] = int(num_classes)
+    table.loc[table["panel"] == "logits", "num_classes"] = k
+    ctx.record("summary", summarise(table))
+    return table
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    sc = table[table["panel"] == "scale"]
+    mean = sc.groupby("scale")[["positive_curvature", "expected_curvature"]].mean()
+    rel = ((mean["positive_curvature"] - mean["expected_curvature"]).abs()
+           / mean["expected_curvature"].abs().clip(lower=1e-12))
+    # agreement where there is something to agree on (kappa(G) not collapsed)
+    live = mean["positive_curvature"] > 0.5
+    dim = table[table["panel"] == "dim"].groupby("dim")[
+        ["positive_curvature", "expected_curvature"]].mean()
+    logits = table[(table["panel"] == "logits") & (table["series"] == "mean")]
+    return {
+        "kappa_g_at_low_end": float(mean["positive_curvature"].iloc[0]),
+        "kappa_eg_at_low_end": float(mean["expected_curvature"].iloc[0]),
+        "peak_kappa_g": float(mean["positive_curvature"].max()),
+        "median_relative_gap_kappa_g_vs_eq9": float(rel[live].median()) if live.any() else None,
+        "kappa_g_vs_dim": {int(d): round(float(v), 4)
+                           for d, v in dim["positive_curvature"].items()},
+        "kappa_eg_vs_dim": {int(d): round(float(v), 4)
+                            for d, v in dim["expected_curvature"].items()},
+        "gamma_p_inv_sq_range": ([float(logits["gamma_p_inv_sq"].iloc[0]),
+                                  float(logits["gamma_p_inv_sq"].iloc[-1])]
+                                 if not logits.empty else None),
+    }
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    fig, axes = new_figure(3, 1, width=3.5, height=2.9)
+    ax_s, ax_d, ax_l = axes[0]
+
+    sc = table[table["panel"] == "scale"]
+    if not sc.empty:
+        dim = int(sc["dim"].iloc[0])
+        band(ax_s, sc, "scale", "positive_curvature", color="C2",
+             label=r"measured $\kappa(G)$", markersize=2.5)
+        band(ax_s, sc, "scale", "expected_curvature", color="k", linestyle="--", marker=None,
+             label=r"Eq. 9 $\kappa(\mathbb{E}\,G)$")
+        band(ax_s, sc, "scale", "gamma_p", color="C1", linestyle=":", marker=None,
+             label=r"$\Gamma_p$")
+        ax_s.axhline(math.sqrt(dim), color="0.5", linewidth=0.8, linestyle="-.",
+                     label=rf"$\sqrt{{d}}$, d={dim}")
+        ax_s.set_xscale("log")
+        ax_s.set_ylim(bottom=0)
+    ax_s.set_xlabel(r"initialisation scale $\alpha$")
+    ax_s.set_ylabel("positive curvature of the G-term")
+    ax_s.set_title(r"(a) $\kappa(G)$ vs Eq. 9", fontsize=9)
+    ax_s.legend(loc="lower left", fontsize=7)
+
+    dm = table[table["panel"] == "dim"]
+    if not dm.empty:
+        band(ax_d, dm, "dim", "positive_curvature", color="C2", label=r"measured $\kappa(G)$")
+        band(ax_d, dm, "dim", "expected_curvature", color="k", linestyle="--", marker=None,
+             label=r"Eq. 9 $\kappa(\mathbb{E}\,G)$")
+        ds = np.array(sorted(dm["dim"].unique()), dtype=float)
+        ax_d.plot(ds, np.sqrt(ds), color="0.5", linewidth=0.8, linestyle="-.",
+                  label=r"$\sqrt{d}$")
+        ax_d.set_xscale("log")
+        ax_d.set_yscale("log")
+        ax_d.set_title(rf"(b) $\kappa$ vs dimension at $\alpha$={float(dm['scale'].iloc[0]):g}",
+                       fontsize=9)
+    ax_d.set_xlabel("subspace dimension d")
+    ax_d.set_ylabel("positive curvature of the G-term")
+    ax_d.legend(loc="upper left", fontsize=7)
+
+    lg = table[table["panel"] == "logits"]
+    if not lg.empty:
+        k = int(lg["num_classes"].iloc[0])
+        sets = lg[lg["series"] == "set"]
+        for i, (_, g) in enumerate(sets.groupby("logit_set")):
+            g = g.sort_values("logit_scale")
+            ax_l.plot(g["logit_scale"], g["gamma_p_inv_sq"], color="0.6", linewidth=0.5,
+                      alpha=0.6, label=f"{sets['logit_set'].nunique()} logit sets"
+                      if i == 0 else None)
+        for series, style, label in (("mean", {"color": "C0", "linewidth": 2.0}, "average"),
+                                     ("pooled", {"color": "C3", "linestyle": "--",
+                                                 "linewidth": 1.2},
+                                      r"pooled $\bar M$ over sets")):
+            g = lg[lg["series"] == series].sort_values("logit_scale")
+            ax_l.plot(g["logit_scale"], g["gamma_p_inv_sq"], label=label, **style)
+        ax_l.axhline(1.0 / (k - 1), color="0.3", linewidth=0.8, linestyle=":")
+        ax_l.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":")
+        ax_l.text(float(lg["logit_scale"].min()), 1.0 / (k - 1), rf" $1/(K-1)$, K={k}",
+                  va="bottom", fontsize=7)
+        ax_l.set_xscale("log")
+        ax_l.set_ylim(0, 1.05)
+    ax_l.set_xlabel(r"logit scale $a$ ($p = \mathrm{softmax}(a z)$)")
+    ax_l.set_ylabel(r"$\Gamma_p^{-2}$")
+    ax_l.set_title(r"(c) $\Gamma_p^{-2}$ of $\mathrm{diag}(p) - pp^\top$", fontsize=9)
+    ax_l.legend(loc="upper left", fontsize=7)
+    fig.suptitle(f"Expected G-term curvature: {describe(config)}", fontsize=9)
+    return save_figure(fig, fig_dir, "expected_g")
+
+
+EXPERIMENT = register(Experiment(
+    id="expected-g",
+    paper="P1 Figs. 3-4",
+    summary="kappa(G) vs the random-model prediction (Eq. 9) over scale and dimension; Gamma_p",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))

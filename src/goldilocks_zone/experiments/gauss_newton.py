@@ -1,0 +1,292 @@
+r"""``gauss-newton`` (P1 Fig. 2): positive curvature and spectral norms of the subspace
+Hessian, its G-term and its H-term against the initialisation scale :math:`\alpha`.
+
+Protocol. As ``scale-sweep``; every point stores three rows (``term`` = ``hessian``,
+``g_term``, ``h_term``) with :math:`\kappa`, :math:`\pi`, :math:`\|\cdot\|_2 = \max|\lambda|`
+(``spectral_norm``) and the largest signed eigenvalue (``top_eigenvalue``).
+
+Theory (homogeneous network of degree ``L``): at small :math:`\alpha` the outputs are nearly
+uniform, :math:`J(\alpha\theta) = \alpha^{L-1}J(\theta)` and
+:math:`\nabla^2 f_k(\alpha\theta) = \alpha^{L-2}\nabla^2 f_k(\theta)`, so
+:math:`\|G_R\|_2 \propto \alpha^{2L-2}` and :math:`\|H_R\|_2 \propto \alpha^{L-2}`; H dominates
+and :math:`\kappa \approx 0`. Where :math:`\|G_R\|_2 \gtrsim \|H_R\|_2` (the *fundamental
+condition*) :math:`\kappa` of the Hessian is clearly positive.
+
+Slope fit (:func:`fit_small_scale_slopes`). The power laws hold while the softmax outputs stay
+close to uniform; both norms deviate from them by a relative :math:`O(\alpha^L)`, as does the
+loss from :math:`\log K`. The fit region is therefore chosen from the table alone: the
+contiguous run of grid points from the smallest :math:`\alpha` whose seed-mean loss satisfies
+:math:`|L - \log K| \le` ``uniform_tolerance`` :math:`\cdot \log K` (default 1%). If fewer than
+``min_fit_points`` points qualify, the first ``min_fit_points`` are used and the fit is flagged.
+The least-squares slope of :math:`\log_{10}\|\cdot\|_2` against :math:`\log_{10}\alpha` is
+reported per seed and for the seed mean, next to :math:`2L-2` and :math:`L-2`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.scale_sweep import (
+    CurvatureConfig,
+    band,
+    check_log_range,
+    curvature_rows,
+    describe,
+    record_problem,
+    scale_grid,
+    setup,
+)
+
+TERMS = ("hessian", "g_term", "h_term")
+TERM_LABELS = {"hessian": r"Hessian $\nabla^2 L$", "g_term": "G-term", "h_term": "H-term"}
+TERM_COLORS = {"hessian": "C0", "g_term": "C2", "h_term": "C3"}
+
+
+@dataclass
+class Config(CurvatureConfig):
+    log10_range: tuple[float, ...] = field(
+        default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
+    per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
+    uniform_tolerance: float = field(
+        default=0.01,
+        metadata={"help": "slope-fit region: |loss - log K| <= this * log K (near-uniform "
+                          "outputs)"})
+    min_fit_points: int = field(default=3,
+                                metadata={"help": "fewest points in the slope fit"})
+
+    def validate(self) -> None:
+        super().validate()
+        check_log_range("log10_range", self.log10_range, self.per_decade)
+        if not self.uniform_tolerance > 0:
+            raise ValueError(f"uniform_tolerance must be > 0, got {self.uniform_tolerance}")
+        if self.min_fit_points < 2:
+            raise ValueError(f"min_fit_points must be >= 2, got {self.min_fit_points}")
+
+
+QUICK = {"num_samples": 300, "dim": 20, "seeds": (0, 1), "per_decade": 2}
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone import subspace_curvature
+    from goldilocks_zone.models import homogeneity
+
+    scales = scale_grid(config.log10_range, config.per_decade)
+    rows: list[dict[str, Any]] = []
+    points = [(seed, alpha) for seed in config.seeds for alpha in scales]
+    current = problem = basis = None
+    degree = None
+    for seed, alpha in ctx.progress(points, total=len(points), desc="gauss-newton"):
+        if seed != current:
+            problem, basis = setup(config, seed)
+            current = seed
+            h = homogeneity(problem.model)
+            degree = h.degree if h.is_homogeneous else None
+            if seed == config.seeds[0]:
+                record_problem(ctx, problem, config)
+        curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
+                                  batch_size=config.batch_size)
+        for row in curvature_rows(curv, TERMS, scale=alpha, temperature=1.0, seed=seed,
+                                  dim=config.dim):
+            row.update(num_classes=int(problem.num_classes),
+                       degree=math.nan if degree is None else int(degree))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    fit = fit_small_scale_slopes(table, uniform_tolerance=config.uniform_tolerance,
+                                 min_fit_points=config.min_fit_points)
+    ctx.record("slope_fit", fit)
+    ctx.record("summary", summarise(table, fit))
+    return table
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope and intercept of ``y`` on ``x`` (finite points only)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return math.nan, math.nan
+    slope, intercept = np.polyfit(x[ok], y[ok], 1)
+    return float(slope), float(intercept)
+
+
+def fit_small_scale_slopes(table: pd.DataFrame, *, uniform_tolerance: float = 0.01,
+                           min_fit_points: int = 3) -> dict[str, Any]:
+    r"""Fit :math:`\log_{10}\|G_R\|_2` and :math:`\log_{10}\|H_R\|_2` against
+    :math:`\log_{10}\alpha` over the near-uniform-output region at small :math:`\alpha` (see
+    the module docstring). Works on the tidy table alone (figures are redrawn from it).
+
+    Returns the region, per-seed and seed-mean slopes, intercepts of the seed-mean fits, and
+    the predictions :math:`2L-2`, :math:`L-2` when the model is homogeneous.
+    """
+    hess = table[table["term"] == "hessian"]
+    num_classes = int(table["num_classes"].iloc[0])
+    log_k = math.log(num_classes)
+    loss = hess.groupby("scale")["loss"].mean().sort_index()
+    near_uniform = (loss - log_k).abs() <= uniform_tolerance * log_k
+    region: list[float] = []
+    for alpha, ok in near_uniform.items():
+        if not ok:
+            break
+        region.append(float(alpha))
+    fallback = len(region) < min_fit_points
+    if fallback:
+        region = [float(a) for a in loss.index[:min_fit_points]]
+    degree = table["degree"].iloc[0]
+    degree = None if pd.isna(degree) else int(degree)
+    out: dict[str, Any] = {
+        "region": [min(region), max(region)],
+        "num_points": len(region),
+        "rule": f"|loss - log K| <= {uniform_tolerance:g} log K from the smallest alpha",
+        "fallback_first_points": fallback,
+        "degree": degree,
+        "predicted": ({"g_term": 2 * degree - 2, "h_term": degree - 2}
+                      if degree is not None else None),
+    }
+    in_region = table[table["scale"].isin(region)]
+    for term in ("g_term", "h_term", "hessian"):
+        rows = in_region[in_region["term"] == term]
+        per_seed = {}
+        for seed, g in rows.groupby("seed"):
+            s, _ = _slope(np.log10(g["scale"].to_numpy(float)),
+                          np.log10(g["spectral_norm"].to_numpy(float)))
+            per_seed[int(seed)] = s
+        # seed mean of log-norms
+        mean_log = rows.assign(log_norm=np.log10(rows["spectral_norm"].astype(float))) \
+            .groupby("scale")["log_norm"].mean()
+        s, c = _slope(np.log10(mean_log.index.to_numpy(float)), mean_log.to_numpy(float))
+        out[term] = {"slope": s, "intercept": c, "per_seed": per_seed}
+    return out
+
+
+def condition_mask(table: pd.DataFrame) -> pd.Series:
+    r"""Per :math:`\alpha`: does the seed mean satisfy :math:`\|G_R\|_2 \ge \|H_R\|_2`?"""
+    norms = table.pivot_table(index="scale", columns="term", values="spectral_norm",
+                              aggfunc="mean")
+    return (norms["g_term"] >= norms["h_term"]).sort_index()
+
+
+def summarise(table: pd.DataFrame, fit: Mapping[str, Any]) -> dict[str, Any]:
+    hess = table[table["term"] == "hessian"]
+    kappa = hess.groupby("scale")["positive_curvature"].mean().sort_index()
+    mask = condition_mask(table)
+    inside = kappa[mask.reindex(kappa.index, fill_value=False)]
+    outside = kappa[~mask.reindex(kappa.index, fill_value=False)]
+    summary: dict[str, Any] = {
+        "peak_kappa_hessian": float(kappa.max()),
+        "scale_at_peak": float(kappa.idxmax()),
+        "slope_g_norm": fit["g_term"]["slope"],
+        "slope_h_norm": fit["h_term"]["slope"],
+        "predicted_slopes_2L-2_L-2": (None if fit["predicted"] is None else
+                                      [fit["predicted"]["g_term"], fit["predicted"]["h_term"]]),
+        "fit_region_scale": fit["region"],
+        "condition_scales": ([float(inside.index.min()), float(inside.index.max())]
+                             if not inside.empty else None),
+        "min_kappa_where_G_ge_H": float(inside.min()) if not inside.empty else None,
+        "max_kappa_where_G_lt_H": float(outside.max()) if not outside.empty else None,
+    }
+    return summary
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def _shade_condition(ax, mask: pd.Series) -> bool:
+    """Shade the alpha ranges where ||G||_2 >= ||H||_2 (half-way between grid points)."""
+    xs = mask.index.to_numpy(float)
+    if len(xs) < 2 or not mask.any():
+        return False
+    logs = np.log10(xs)
+    edges = np.concatenate([[logs[0]], (logs[1:] + logs[:-1]) / 2, [logs[-1]]])
+    first = True
+    for i, ok in enumerate(mask.to_numpy()):
+        if ok:
+            ax.axvspan(10 ** edges[i], 10 ** edges[i + 1], color="gold", alpha=0.25,
+                       linewidth=0, label=r"$\|G\|_2 \geq \|H\|_2$" if first else None)
+            first = False
+    return True
+
+
+def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    fit = fit_small_scale_slopes(table, uniform_tolerance=float(config.get(
+        "uniform_tolerance", 0.01)), min_fit_points=int(config.get("min_fit_points", 3)))
+    mask = condition_mask(table)
+    fig, axes = new_figure(3, 1, width=3.5, height=2.9)
+    ax_k, ax_n, ax_t = axes[0]
+
+    # (a) kappa per term
+    _shade_condition(ax_k, mask)
+    for term in TERMS:
+        band(ax_k, table[table["term"] == term], "scale", "positive_curvature",
+             color=TERM_COLORS[term], label=TERM_LABELS[term], markersize=2.5)
+    ax_k.axhline(0.0, color="0.3", linewidth=0.8)
+    ax_k.set_xscale("log")
+    ax_k.set_xlabel(r"initialisation scale $\alpha$")
+    ax_k.set_ylabel(r"positive curvature $\kappa$")
+    ax_k.set_title(r"(a) $\kappa$ of Hessian, G and H", fontsize=9)
+    ax_k.legend(loc="upper left", fontsize=7)
+
+    # (b) spectral norms, log-log, with the fitted slopes
+    _shade_condition(ax_n, mask)
+    for term in TERMS:
+        rows = table[(table["term"] == term) & (table["spectral_norm"] > 0)]
+        band(ax_n, rows, "scale", "spectral_norm", color=TERM_COLORS[term],
+             label=TERM_LABELS[term], markersize=2.5,
+             linestyle="--" if term == "hessian" else "-")
+    lo, hi = fit["region"]
+    xs = np.logspace(math.log10(lo), math.log10(hi) + 0.5, 20)
+    pred = fit["predicted"] or {}
+    lines = []
+    for term in ("g_term", "h_term"):
+        s, c = fit[term]["slope"], fit[term]["intercept"]
+        if math.isfinite(s):
+            ax_n.plot(xs, 10 ** (c + s * np.log10(xs)), color="k", linewidth=0.8, linestyle=":")
+            name = "G" if term == "g_term" else "H"
+            expected = f" (theory {pred[term]})" if term in pred else ""
+            lines.append(rf"slope $\|{name}\|_2$: {s:.3f}{expected}")
+    ax_n.text(0.97, 0.03, "\n".join(lines), transform=ax_n.transAxes, ha="right", va="bottom",
+              fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+    ax_n.set_xscale("log")
+    ax_n.set_yscale("log")
+    ax_n.set_xlabel(r"initialisation scale $\alpha$")
+    ax_n.set_ylabel(r"spectral norm $\max|\lambda|$")
+    ax_n.set_title("(b) spectral norms", fontsize=9)
+    ax_n.legend(loc="upper left", fontsize=7)
+
+    # (c) largest signed eigenvalue (symlog: the H-term's may be of either sign)
+    _shade_condition(ax_t, mask)
+    for term in TERMS:
+        band(ax_t, table[table["term"] == term], "scale", "top_eigenvalue",
+             color=TERM_COLORS[term], label=TERM_LABELS[term], markersize=2.5,
+             linestyle="--" if term == "hessian" else "-")
+    ax_t.set_xscale("log")
+    finite = table["top_eigenvalue"].replace([np.inf, -np.inf], np.nan).abs()
+    positive = finite[finite > 0]
+    linthresh = float(positive.min()) if not positive.empty else 1e-12
+    ax_t.set_yscale("symlog", linthresh=max(linthresh, 1e-300))
+    ax_t.set_xlabel(r"initialisation scale $\alpha$")
+    ax_t.set_ylabel(r"largest eigenvalue $\lambda_{\max}$")
+    ax_t.set_title("(c) largest signed eigenvalue", fontsize=9)
+    fig.suptitle(f"Gauss-Newton decomposition: {describe(config)}", fontsize=9)
+    return save_figure(fig, fig_dir, "gauss_newton")
+
+
+EXPERIMENT = register(Experiment(
+    id="gauss-newton",
+    paper="P1 Fig. 2",
+    summary="kappa and spectral norms of Hessian, G-term and H-term vs scale; slopes 2L-2, L-2",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))
