@@ -23,6 +23,8 @@ from goldilocks_zone.curvature import (
     subspace_g_term,
 )
 
+from goldilocks_zone import data, models  # noqa: E402  (registries: goldilocks_zone.models.create)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -37,7 +39,9 @@ __all__ = [
     "hutchinson_frobenius",
     "hutchinson_trace",
     "lanczos",
+    "data",
     "loss_gradient",
+    "models",
     "projected_logit_jacobians",
     "random_basis",
     "spectrum_stats",
