@@ -4,6 +4,7 @@ The curvature core (:mod:`goldilocks_zone.curvature`) restricts the cross-entrop
 random subspaces, splits it into Gauss-Newton G-term and H-term, and summarises spectra.
 """
 
+from goldilocks_zone import data, models
 from goldilocks_zone.curvature import (
     HessianEigenpairs,
     ProjectedJacobians,
@@ -22,8 +23,6 @@ from goldilocks_zone.curvature import (
     subspace_curvature,
     subspace_g_term,
 )
-
-from goldilocks_zone import data, models  # noqa: E402  (registries: goldilocks_zone.models.create)
 
 __version__ = "0.1.0"
 
