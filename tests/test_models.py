@@ -168,3 +168,15 @@ def test_errors():
         models.create("mlp", (2,), 3, width=4)
     with pytest.raises(TypeError, match="no options"):
         models.create("demo", (2,), 3, widths=(4,))
+
+
+def test_seed_gives_same_model_in_float32_and_float64():
+    a = models.create("small-cnn", (3, 32, 32), 10, seed=3)
+    torch.set_default_dtype(torch.float64)
+    try:
+        b = models.create("small-cnn", (3, 32, 32), 10, seed=3)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert pb.dtype == torch.float64
+        torch.testing.assert_close(pa, pb.float(), rtol=0, atol=0)
