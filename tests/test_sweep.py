@@ -414,3 +414,11 @@ def test_a_failing_figure_never_loses_results(tmp_path):
 def test_collect_of_a_non_sweep_folder_is_a_clear_error(tmp_path, capsys):
     assert sweep_cli.main(["collect", str(tmp_path)]) == 2
     assert "not a sweep folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples"
+                                         / "sweeps").glob("*.toml")), ids=lambda p: p.name)
+def test_example_specs_are_valid(path):
+    spec = load_spec(path)
+    assert len(spec.points) >= 2
+    assert len({p.key for p in spec.points}) == len(spec.points)

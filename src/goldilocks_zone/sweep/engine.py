@@ -27,7 +27,9 @@ class SweepReport:
 
     ``done`` / ``failed`` count the points computed by this call; ``skipped_done`` the points
     already done before it; ``skipped_failed`` the points that had failed before and were not
-    retried (``retry_failed=False``).
+    retried (``retry_failed=False``). ``seconds`` is the wall time of the call before collect,
+    ``startup_seconds`` the part of it spent validating and starting the executor (e.g. a Dask
+    cluster and its workers' imports).
     """
 
     out_dir: Path
@@ -37,6 +39,7 @@ class SweepReport:
     skipped_done: int = 0
     skipped_failed: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0
     executor: dict[str, Any] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
     collected: Collected | None = None
@@ -56,7 +59,8 @@ class SweepReport:
     def as_dict(self) -> dict[str, Any]:
         return {"total": self.total, "done": self.done, "failed": self.failed,
                 "skipped_done": self.skipped_done, "skipped_failed": self.skipped_failed,
-                "seconds": self.seconds, "executor": self.executor,
+                "seconds": self.seconds, "startup_seconds": self.startup_seconds,
+                "executor": self.executor,
                 "points_per_second": (self.done + self.failed) / self.seconds
                 if self.seconds > 0 else None}
 
@@ -122,6 +126,7 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: st
         try:
             if tasks:
                 with runner:
+                    report.startup_seconds = time.time() - started
                     report.executor = runner.describe()
                     for record in runner.run(tasks):
                         point = by_key[record["key"]]

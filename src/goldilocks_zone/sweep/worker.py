@@ -98,6 +98,7 @@ def compute_point(experiment_ref: str, key: str, config: dict[str, Any], *,
     from goldilocks_zone.sweep.spec import resolve_experiment
 
     started = time.time()
+    cpu_started = time.process_time()
     record: dict[str, Any] = {
         "key": key,
         "experiment": experiment_ref,
@@ -123,6 +124,7 @@ def compute_point(experiment_ref: str, key: str, config: dict[str, Any], *,
     finally:
         torch.set_num_threads(previous_threads)
     record["seconds"] = time.time() - started
+    record["cpu_seconds"] = time.process_time() - cpu_started  # this process, all threads
     return record
 
 
