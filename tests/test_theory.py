@@ -182,3 +182,23 @@ def test_eq10_slope_and_leading_term():
     assert max(abs(r / slope - 1) for r in ratios) < 0.1
     assert slope == pytest.approx(math.sqrt(dim) * sigma_c, rel=0.05)
     assert gradient_noise_scale(4.0, 50, 200) == pytest.approx(2 * math.sqrt(50 / 200))
+
+
+def test_gauss_newton_from_jacobians_is_accurate_for_confident_outputs():
+    """Saturated softmax: G is tiny but PSD; the naive two-term formula loses it to round-off."""
+    g = torch.Generator().manual_seed(4)
+    jac = 1e6 * torch.randn(50, 10, 8, generator=g, dtype=F64)
+    # every sample saturated: the runner-up is ~e^-40 ~ 4e-18 below the top class
+    top = torch.randint(0, 10, (50,), generator=g)
+    logits = 40.0 * torch.nn.functional.one_hot(top, 10).to(F64) \
+        + 0.1 * torch.randn(50, 10, generator=g, dtype=F64)
+    p = torch.softmax(logits, dim=-1)
+    gn = gauss_newton_from_jacobians(jac, p)
+    assert torch.linalg.eigvalsh(gn).min() >= 0
+    # reference: the pairwise form sum_{k<j} p_k p_j (j_k - j_j)(j_k - j_j)^T, with the
+    # weights from log-probabilities (no cancellation anywhere)
+    lp = torch.log_softmax(logits, dim=-1)
+    weights = torch.exp(lp.unsqueeze(-1) + lp.unsqueeze(-2)).triu(diagonal=1)  # (S, K, K)
+    diff = jac.unsqueeze(2) - jac.unsqueeze(1)  # (S, K, K, d)
+    ref = torch.einsum("skj,skjd,skje->de", weights, diff, diff) / 50
+    torch.testing.assert_close(gn, ref, rtol=1e-8, atol=0.0)

@@ -231,17 +231,24 @@ def gauss_newton_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     projected Jacobians ``(S, K, d)`` (already divided by the temperature, so the
     :math:`1/T^2` is included) and softmax outputs ``probs`` ``(S, K)``; returns ``(d, d)``.
 
-    Uses :math:`J^\top M J = \sum_k p_k j_k j_k^\top - (J^\top p)(J^\top p)^\top` (no
-    ``K x K`` matrices are formed).
+    Computed as a weighted covariance of the logit gradients :math:`j_k` (rows of
+    :math:`J_sR`), centred on the most probable class :math:`t`:
+    :math:`J^\top M J = \sum_k p_k (\delta_k - \bar\delta)(\delta_k - \bar\delta)^\top` with
+    :math:`\delta_k = j_k - j_t`, :math:`\bar\delta = \sum_k p_k\delta_k`. Each term is PSD, and
+    for confident outputs (:math:`p_t \to 1`) the tiny true value is not swamped by the
+    round-off of :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`, whose two terms
+    nearly cancel. No ``K x K`` matrices are formed.
     """
     if jacobians.ndim != 3 or probs.shape != jacobians.shape[:2]:
         raise ValueError(f"expected jacobians (S, K, d) and probs (S, K); got "
                          f"{tuple(jacobians.shape)} and {tuple(probs.shape)}")
     probs = probs.to(jacobians.dtype)
     num_samples = jacobians.shape[0]
-    weighted = torch.einsum("skd,sk,ske->de", jacobians, probs, jacobians)
-    mean_grad = torch.einsum("skd,sk->sd", jacobians, probs)
-    return (weighted - mean_grad.T @ mean_grad) / num_samples
+    top = probs.argmax(dim=-1)  # (S,)
+    ref = jacobians[torch.arange(num_samples, device=jacobians.device), top]  # (S, d)
+    delta = jacobians - ref.unsqueeze(1)  # (S, K, d), zero row at the top class
+    centred = delta - torch.einsum("sk,skd->sd", probs, delta).unsqueeze(1)
+    return torch.einsum("skd,sk,ske->de", centred, probs, centred) / num_samples
 
 
 def expected_projected_gradient(logit_mean: Tensor, mean_probs: Tensor, prior: Tensor) -> Tensor:

@@ -206,77 +206,108 @@ def _shade_condition(ax, mask: pd.Series) -> bool:
         return False
     logs = np.log10(xs)
     edges = np.concatenate([[logs[0]], (logs[1:] + logs[:-1]) / 2, [logs[-1]]])
-    first = True
     for i, ok in enumerate(mask.to_numpy()):
         if ok:
             ax.axvspan(10 ** edges[i], 10 ** edges[i + 1], color="gold", alpha=0.25,
-                       linewidth=0, label=r"$\|G\|_2 \geq \|H\|_2$" if first else None)
-            first = False
+                       linewidth=0, zorder=0)
     return True
 
 
+def _norm_limits(table: pd.DataFrame, fit: Mapping[str, Any]) -> tuple[float, float]:
+    """y-limits of the log-norm panels: the H-term/Hessian range and the G-term's power law
+    at small scale; the G-term's super-exponential collapse at large scale runs off the
+    bottom instead of squashing the rest."""
+    values = []
+    for term in ("hessian", "h_term"):
+        v = table.loc[table["term"] == term, "spectral_norm"].astype(float)
+        values.extend(v[np.isfinite(v) & (v > 0)].tolist())
+    g = table[(table["term"] == "g_term") & (table["scale"] <= fit["region"][1])]
+    v = g["spectral_norm"].astype(float)
+    values.extend(v[np.isfinite(v) & (v > 0)].tolist())
+    if not values:
+        return 1e-12, 1.0
+    lo, hi = math.log10(min(values)), math.log10(max(values))
+    pad = max(0.05 * (hi - lo), 0.5)
+    return 10 ** (lo - pad), 10 ** (hi + pad)
+
+
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+    from matplotlib.lines import Line2D
+
     from goldilocks_zone.experiments.plotting import new_figure, save_figure
 
     fit = fit_small_scale_slopes(table, uniform_tolerance=float(config.get(
         "uniform_tolerance", 0.01)), min_fit_points=int(config.get("min_fit_points", 3)))
     mask = condition_mask(table)
-    fig, axes = new_figure(3, 1, width=3.5, height=2.9)
+    ylim = _norm_limits(table, fit)
+    fig, axes = new_figure(3, 1, width=3.4, height=2.8)
     ax_k, ax_n, ax_t = axes[0]
+    for ax in (ax_k, ax_n, ax_t):
+        _shade_condition(ax, mask)
+        ax.set_xscale("log")
+        ax.set_xlabel(r"initialisation scale $\alpha$")
 
     # (a) kappa per term
-    _shade_condition(ax_k, mask)
     for term in TERMS:
         band(ax_k, table[table["term"] == term], "scale", "positive_curvature",
-             color=TERM_COLORS[term], label=TERM_LABELS[term], markersize=2.5)
+             color=TERM_COLORS[term], markersize=2.5)
     ax_k.axhline(0.0, color="0.3", linewidth=0.8)
-    ax_k.set_xscale("log")
-    ax_k.set_xlabel(r"initialisation scale $\alpha$")
     ax_k.set_ylabel(r"positive curvature $\kappa$")
-    ax_k.set_title(r"(a) $\kappa$ of Hessian, G and H", fontsize=9)
-    ax_k.legend(loc="upper left", fontsize=7)
+    ax_k.set_title(r"(a) $\kappa$ of Hessian, G-term, H-term", fontsize=9)
 
-    # (b) spectral norms, log-log, with the fitted slopes
-    _shade_condition(ax_n, mask)
+    # (b) spectral norms max|lambda|, log-log, with the fitted small-scale slopes
     for term in TERMS:
         rows = table[(table["term"] == term) & (table["spectral_norm"] > 0)]
-        band(ax_n, rows, "scale", "spectral_norm", color=TERM_COLORS[term],
-             label=TERM_LABELS[term], markersize=2.5,
-             linestyle="--" if term == "hessian" else "-")
+        band(ax_n, rows, "scale", "spectral_norm", color=TERM_COLORS[term], markersize=2.5,
+             linestyle=(0, (4, 2)) if term == "hessian" else "-", zorder=3 if term ==
+             "hessian" else 2)
     lo, hi = fit["region"]
-    xs = np.logspace(math.log10(lo), math.log10(hi) + 0.5, 20)
+    xs = np.logspace(math.log10(lo), math.log10(hi) + 0.75, 20)
     pred = fit["predicted"] or {}
     lines = []
     for term in ("g_term", "h_term"):
         s, c = fit[term]["slope"], fit[term]["intercept"]
         if math.isfinite(s):
-            ax_n.plot(xs, 10 ** (c + s * np.log10(xs)), color="k", linewidth=0.8, linestyle=":")
+            ax_n.plot(xs, 10 ** (c + s * np.log10(xs)), color="k", linewidth=1.0,
+                      linestyle=":", zorder=4)
             name = "G" if term == "g_term" else "H"
             expected = f" (theory {pred[term]})" if term in pred else ""
             lines.append(rf"slope $\|{name}\|_2$: {s:.3f}{expected}")
     ax_n.text(0.97, 0.03, "\n".join(lines), transform=ax_n.transAxes, ha="right", va="bottom",
-              fontsize=7, bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
-    ax_n.set_xscale("log")
+              fontsize=7.5, bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0})
     ax_n.set_yscale("log")
-    ax_n.set_xlabel(r"initialisation scale $\alpha$")
+    ax_n.set_ylim(*ylim)
     ax_n.set_ylabel(r"spectral norm $\max|\lambda|$")
     ax_n.set_title("(b) spectral norms", fontsize=9)
-    ax_n.legend(loc="upper left", fontsize=7)
 
-    # (c) largest signed eigenvalue (symlog: the H-term's may be of either sign)
-    _shade_condition(ax_t, mask)
+    # (c) largest signed eigenvalue (log scale: non-positive values are left out)
+    omitted = 0
     for term in TERMS:
-        band(ax_t, table[table["term"] == term], "scale", "top_eigenvalue",
-             color=TERM_COLORS[term], label=TERM_LABELS[term], markersize=2.5,
-             linestyle="--" if term == "hessian" else "-")
-    ax_t.set_xscale("log")
-    finite = table["top_eigenvalue"].replace([np.inf, -np.inf], np.nan).abs()
-    positive = finite[finite > 0]
-    linthresh = float(positive.min()) if not positive.empty else 1e-12
-    ax_t.set_yscale("symlog", linthresh=max(linthresh, 1e-300))
-    ax_t.set_xlabel(r"initialisation scale $\alpha$")
+        rows = table[table["term"] == term]
+        keep = rows[rows["top_eigenvalue"] > 0]
+        omitted += len(rows) - len(keep)
+        band(ax_t, keep, "scale", "top_eigenvalue", color=TERM_COLORS[term], markersize=2.5,
+             linestyle=(0, (4, 2)) if term == "hessian" else "-",
+             zorder=3 if term == "hessian" else 2)
+    if omitted:
+        ax_t.text(0.03, 0.97, f"{omitted} non-positive values not shown",
+                  transform=ax_t.transAxes, va="top", fontsize=7)
+    ax_t.set_yscale("log")
+    ax_t.set_ylim(*ylim)
     ax_t.set_ylabel(r"largest eigenvalue $\lambda_{\max}$")
     ax_t.set_title("(c) largest signed eigenvalue", fontsize=9)
+
+    handles = [Line2D([], [], color=TERM_COLORS[t], marker="o", markersize=3,
+                      linestyle=(0, (4, 2)) if t == "hessian" else "-", label=TERM_LABELS[t])
+               for t in TERMS]
+    handles.append(Line2D([], [], color="k", linestyle=":", label="small-scale fit"))
+    if mask.any():
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(color="gold", alpha=0.25,
+                             label=r"$\|G_R\|_2 \geq \|H_R\|_2$ (fundamental condition)"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles),
+               fontsize=8, frameon=False)
     fig.suptitle(f"Gauss-Newton decomposition: {describe(config)}", fontsize=9)
     return save_figure(fig, fig_dir, "gauss_newton")
 
