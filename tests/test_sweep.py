@@ -301,7 +301,7 @@ def test_only_one_driver_per_sweep_folder(tmp_path):
 # --------------------------------------------------------------------------- running
 
 
-def test_raising_and_diverging_points_are_recorded_and_the_rest_complete(tmp_path):
+def test_raising_and_diverging_points_are_recorded_and_the_rest_complete(tmp_path, capsys):
     out = tmp_path / "out"
     spec = parse_spec({"experiment": TOY, "quick": True,
                        "grid": {"seed": [0, 1], "scale": [1.0, 1e200]},
@@ -333,6 +333,11 @@ def test_raising_and_diverging_points_are_recorded_and_the_rest_complete(tmp_pat
     assert {f["key"] for f in manifest["failed_points"]} == {
         p.key for p in spec.points if p.grid["fail"]}
     assert set(manifest["points_with_non_finite_values"]) == set(diverged["point_key"])
+    assert sweep_cli.main(["collect", str(out), "--no-plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "4 of 8 points done, 4 failed, 0 pending" in printed
+    assert "2 done point(s) hold non-finite values" in printed
+    assert printed.count("toy failure requested") == 4
 
 
 def test_rerun_skips_done_points_and_retry_failed_reruns_failed_ones(tmp_path, monkeypatch):

@@ -66,6 +66,10 @@ def _print_collected(collected, out: Path) -> None:
     counts = collected.manifest["counts"]
     print(f"{counts['done']} of {counts['points']} points done, {counts['failed']} failed, "
           f"{counts['pending']} pending; {counts['rows']} rows")
+    non_finite = collected.manifest["points_with_non_finite_values"]
+    if non_finite:
+        print(f"  {len(non_finite)} done point(s) hold non-finite values (e.g. divergence at "
+              "extreme settings): kept as data")
     for failure in collected.manifest["failed_points"][:10]:
         print(f"  failed: point {failure['index']} {failure['grid']}: "
               f"{failure['error_type']}: {failure['error_message']}  "
