@@ -1,0 +1,202 @@
+r"""``confidence`` (P1 §4): positive curvature, model confidence and initial loss over many
+random initialisations at one scale.
+
+Protocol. For ``num_inits`` seeds (``first_seed``, ``first_seed + 1``, ...) build the model
+with that seed, draw a random ``d``-dim basis with the same seed, and measure on a fixed
+subsample of the training data (``data_seed``), at scale ``scale`` and temperature
+``temperature``:
+
+* ``mean_entropy`` :math:`\frac1S\sum_s H(p_s)`, :math:`H(p) = -\sum_k p_k\log p_k` (low =
+  confident; :math:`\log K` for uniform outputs);
+* ``positive_curvature`` :math:`\kappa = \operatorname{Tr}H_R/\|H_R\|_F` and
+  ``fraction_positive`` of the subspace Hessian, with the spectral norms of its G- and H-term;
+* ``loss`` (the initial cross-entropy), ``accuracy``, the prior mismatch
+  :math:`\|q - \bar p\|_2` and the projected gradient norm.
+
+The summary gives Pearson and Spearman correlations (with two-sided p-values, scipy) between
+entropy, :math:`\kappa` and the loss. What the theory says at a fixed scale inside the zone:
+random inits differ mostly in how large and how shared their logits are; inits whose outputs
+are less confident (higher entropy) keep :math:`M_s = \operatorname{diag}(p_s) - p_sp_s^\top`
+away from saturation, which keeps the G-term strong (higher :math:`\kappa`, P1 Eq. 9 through
+:math:`\Gamma_p`), and they pay less for confidently wrong predictions (lower loss). Hence
+:math:`\kappa` rises with entropy and falls with the initial loss, and the loss falls with
+entropy: high positive curvature goes with low initial loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import load_problem, torch_device, torch_dtype
+
+#: Pairs whose correlation is reported: (x, y).
+PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
+         ("positive_curvature", "loss"))
+LABELS = {
+    "mean_entropy": "mean prediction entropy",
+    "positive_curvature": r"positive curvature $\kappa$",
+    "loss": "initial loss",
+    "fraction_positive": r"fraction positive $\pi$",
+}
+
+
+@dataclass
+class Config:
+    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
+    num_samples: int | None = field(
+        default=1000, metadata={"help": "training points the loss is averaged over"})
+    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
+    num_inits: int = field(default=100, metadata={"help": "random initialisations"})
+    first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
+    scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
+    temperature: float = field(default=1.0, metadata={"help": "softmax temperature T"})
+    basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
+    activation: str = "relu"
+    init: str = "kaiming"
+    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
+    device: str = "cpu"
+    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
+
+    def validate(self) -> None:
+        torch_dtype(self.dtype)
+        torch_device(self.device)
+        if self.num_inits < 3:
+            raise ValueError("num_inits must be >= 3 to compute correlations")
+        if self.dim < 1:
+            raise ValueError("dim must be >= 1")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ValueError("scale must be a positive number")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError("temperature must be a positive number")
+        if self.basis not in ("orthonormal", "sparse"):
+            raise ValueError("basis must be 'orthonormal' or 'sparse'")
+
+
+QUICK = {"num_inits": 24, "num_samples": 500, "dim": 30}
+
+
+def correlations(table: pd.DataFrame, pairs=PAIRS) -> dict[str, dict[str, float]]:
+    """Pearson and Spearman coefficients with two-sided p-values for each pair (finite rows)."""
+    from scipy import stats
+
+    out = {}
+    for x, y in pairs:
+        a, b = table[x].to_numpy(float), table[y].to_numpy(float)
+        mask = np.isfinite(a) & np.isfinite(b)
+        a, b = a[mask], b[mask]
+        if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+            out[f"{x} vs {y}"] = {k: math.nan for k in
+                                  ("pearson_r", "pearson_p", "spearman_rho", "spearman_p")}
+            continue
+        pr, sr = stats.pearsonr(a, b), stats.spearmanr(a, b)
+        out[f"{x} vs {y}"] = {"pearson_r": float(pr.statistic), "pearson_p": float(pr.pvalue),
+                              "spearman_rho": float(sr.statistic),
+                              "spearman_p": float(sr.pvalue), "n": int(a.size)}
+    return out
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone.curvature import random_basis, subspace_curvature
+    from goldilocks_zone.training import evaluate, initial_params
+
+    rows = []
+    seeds = range(config.first_seed, config.first_seed + config.num_inits)
+    fingerprint = None
+    data = None
+    for seed in ctx.progress(seeds, total=config.num_inits, desc="random inits"):
+        problem = load_problem(model=config.model, dataset=config.dataset,
+                               num_samples=config.num_samples, seed=seed, dtype=config.dtype,
+                               device=config.device, activation=config.activation,
+                               init=config.init, data_seed=config.data_seed)
+        fingerprint = problem.dataset.fingerprint
+        data = problem.data if data is None else data  # the same subsample for every seed
+        basis = random_basis(problem.num_params, config.dim, kind=config.basis, seed=seed,
+                             dtype=data[0].dtype, device=data[0].device)
+        sc = subspace_curvature(problem.model, data, basis, scale=config.scale,
+                                temperature=config.temperature, batch_size=config.batch_size)
+        ev = evaluate(problem.model, initial_params(problem.model, scale=config.scale), data,
+                      temperature=config.temperature, batch_size=config.batch_size)
+        h, g, hh = sc.stats("hessian"), sc.stats("g_term"), sc.stats("h_term")
+        rows.append({
+            "seed": seed, "scale": config.scale, "temperature": config.temperature,
+            "dim": config.dim, "num_samples": sc.num_samples,
+            "mean_entropy": ev.mean_entropy,
+            "normalised_entropy": ev.mean_entropy / math.log(problem.num_classes),
+            "positive_curvature": h.positive_curvature,
+            "fraction_positive": h.fraction_positive,
+            "spectral_norm": h.spectral_norm, "top_eigenvalue": h.top_eigenvalue,
+            "g_spectral_norm": g.spectral_norm, "h_spectral_norm": hh.spectral_norm,
+            "loss": sc.loss, "accuracy": sc.accuracy,
+            "mismatch": float((sc.class_prior - sc.mean_probs).norm()),
+            "mean_prob_max": float(sc.mean_probs.max()),
+            "projected_grad_norm": float(sc.projected_gradient.norm()),
+            "finite": sc.finite,
+        })
+    table = pd.DataFrame(rows)
+    table["model"] = config.model
+    table["dataset"] = config.dataset
+    corr = correlations(table)
+    ctx.record("dataset_fingerprint", fingerprint)
+    ctx.record("correlations", corr)
+    ctx.record("summary", {
+        **{k: f"Pearson r = {v['pearson_r']:+.3f} (p = {v['pearson_p']:.2g}), Spearman rho = "
+              f"{v['spearman_rho']:+.3f} (p = {v['spearman_p']:.2g})" for k, v in corr.items()},
+        "kappa range": f"{table['positive_curvature'].min():.3g} .. "
+                       f"{table['positive_curvature'].max():.3g}",
+        "entropy range": f"{table['mean_entropy'].min():.3g} .. "
+                         f"{table['mean_entropy'].max():.3g}",
+    })
+    return table
+
+
+def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+    import matplotlib as mpl
+
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    corr = correlations(table)
+    fig, axes = new_figure(3, 1, width=3.0, height=2.7)
+    colour = table["mismatch"].to_numpy(float)
+    norm = mpl.colors.Normalize(vmin=float(np.nanmin(colour)), vmax=float(np.nanmax(colour)))
+    scatter = None
+    for ax, (x, y) in zip(axes[0], PAIRS):
+        a, b = table[x].to_numpy(float), table[y].to_numpy(float)
+        scatter = ax.scatter(a, b, c=colour, cmap="viridis", norm=norm, s=14, lw=0.3,
+                             edgecolor="k")
+        mask = np.isfinite(a) & np.isfinite(b)
+        if mask.sum() >= 3 and np.ptp(a[mask]) > 0:
+            slope, intercept = np.polyfit(a[mask], b[mask], 1)
+            grid = np.linspace(a[mask].min(), a[mask].max(), 20)
+            ax.plot(grid, slope * grid + intercept, color="tab:red", lw=1)
+        c = corr[f"{x} vs {y}"]
+        ax.set_title(f"Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.1g})\n"
+                     f"Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.1g})",
+                     fontsize=8)
+        ax.set_xlabel(LABELS[x])
+        ax.set_ylabel(LABELS[y])
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes[0, -1], label=r"prior mismatch $\|q-\bar p\|_2$")
+    fig.suptitle(f"{len(table)} random inits of {config.get('model')} on "
+                 f"{config.get('dataset')}, $\\alpha$ = {config.get('scale')}, "
+                 f"T = {config.get('temperature')}, d = {config.get('dim')}", fontsize=9)
+    return save_figure(fig, fig_dir, "confidence")
+
+
+register(Experiment(
+    id="confidence",
+    paper="P1 §4",
+    summary="entropy, positive curvature and initial loss over many random inits",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))
