@@ -10,6 +10,8 @@ fresh folder, with one torch thread per point. Reported per mode:
   and the workers' imports, which the first tasks would otherwise pay);
 * ``compute s``: from the first task handed out to the last point committed;
 * ``points/s``: points / compute s (the sweep's steady throughput), and points / wall s;
+* ``CPU s/point``: mean CPU time of the process that computed a point, during the point
+  (a measure of the work, nearly independent of other load on the machine);
 * ``speedup``: compute-phase throughput relative to the local executor.
 
 It also checks that every mode produced the same table, bit for bit. Not a test: timings
@@ -19,6 +21,7 @@ depend on the machine and on what else runs on it (the load average is printed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -35,7 +38,7 @@ def build_spec(points: int):
     return parse_spec({
         "experiment": "scale-sweep",
         "quick": True,
-        "base": {"model": "mlp", "dataset": "digits", "num_samples": 200, "dim": 10,
+        "base": {"model": "mlp", "dataset": "digits", "num_samples": 1000, "dim": 20,
                  "seeds": [0], "per_decade": 2},
         "grid": {"data_seed": list(range(points))},
     }, source="benchmark spec")
@@ -57,6 +60,8 @@ def run_mode(spec, mode: str, root: Path) -> tuple[dict, pd.DataFrame]:
     if not report.complete:
         raise RuntimeError(f"{mode}: {report.failed} points failed: {report.failures[:1]}")
     compute = report.seconds - report.startup_seconds
+    records = [json.loads(p.read_text()) for p in (out / "points").glob("*.json")]
+    cpu = sum(r["cpu_seconds"] for r in records) / len(records)
     row = {
         "executor": "local" if mode == "local" else f"dask, {workers} worker(s)",
         "points": report.total,
@@ -65,13 +70,14 @@ def run_mode(spec, mode: str, root: Path) -> tuple[dict, pd.DataFrame]:
         "compute s": compute,
         "points/s": report.total / compute,
         "points/s (wall)": report.total / wall,
+        "CPU s/point": cpu,
     }
     return row, pd.read_parquet(out / "results.parquet")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--points", type=int, default=8, help="grid points per mode")
+    parser.add_argument("--points", type=int, default=12, help="grid points per mode")
     parser.add_argument("--modes", default="local,dask:1,dask:2",
                         help="comma-separated: local, dask:N")
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ the points that were still computing; rerunning the same spec into the same fold
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,12 +123,17 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: st
                 todo.append(point)
         by_key = {p.key: p for p in todo}
         tasks = [Task(spec.experiment, p.key, p.config) for p in todo]
-        bar = _progress_bar(len(tasks), show_progress)
+        if show_progress:
+            print(f"sweep: {len(tasks)} of {report.total} points to run "
+                  f"({report.skipped_done} already done, {report.skipped_failed} failed before "
+                  f"and not retried) with the {runner.name} executor", file=sys.stderr)
+        bar = None
         try:
             if tasks:
                 with runner:
                     report.startup_seconds = time.time() - started
                     report.executor = runner.describe()
+                    bar = _progress_bar(len(tasks), show_progress)
                     for record in runner.run(tasks):
                         point = by_key[record["key"]]
                         record["index"] = point.index
