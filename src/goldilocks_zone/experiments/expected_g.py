@@ -242,6 +242,12 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
                   label=r"$\sqrt{d}$")
         ax_d.set_xscale("log")
         ax_d.set_yscale("log")
+        from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+        ax_d.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_d.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax_d.yaxis.set_minor_formatter(FormatStrFormatter(""))
+        ax_d.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax_d.set_title(rf"(b) $\kappa$ vs dimension at $\alpha$={float(dm['scale'].iloc[0]):g}",
                        fontsize=9)
     ax_d.set_xlabel("subspace dimension d")
