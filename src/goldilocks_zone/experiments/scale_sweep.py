@@ -242,7 +242,7 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
     ax_k.set_xscale("log")
     ax_k.set_xlabel(r"initialisation scale $\alpha$")
     ax_k.set_ylabel(r"positive curvature $\kappa = \mathrm{Tr}\,H / \|H\|_F$")
-    ax_k.set_title("(a) positive curvature")
+    ax_k.set_title("(a) positive curvature", fontsize=9)
     mean = hess.groupby("scale")["positive_curvature"].mean()
     peak_y = 1.0
     if mean.notna().any():
@@ -259,7 +259,7 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
     ax_p.set_ylim(0.0, 1.02)
     ax_p.set_xlabel(r"initialisation scale $\alpha$")
     ax_p.set_ylabel(r"positive eigenvalues $\pi$")
-    ax_p.set_title("(b) fraction of positive eigenvalues")
+    ax_p.set_title("(b) fraction of positive eigenvalues", fontsize=9)
     ax_p.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"Goldilocks zone vs scale: {describe(config)}", fontsize=9)
     return save_figure(fig, fig_dir, "scale_sweep")

@@ -197,7 +197,8 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
                   fontsize=8)
         top = ax_a.secondary_xaxis("top", functions=(
             lambda t, L=degree: _power(t, -1.0 / L), lambda a, L=degree: _power(a, -float(L))))
-        top.set_xlabel(r"equivalent scale $\alpha = T^{-1/L}$", fontsize=8)
+        top.set_xlabel(r"(a) $\alpha = 1$; top axis: equivalent scale $\alpha = T^{-1/L}$",
+                       fontsize=9)
     else:
         ax_a.text(0.03, 0.97, "not homogeneous:\nno scale overlay", transform=ax_a.transAxes,
                   va="top", fontsize=8)
@@ -205,8 +206,8 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
     ax_a.set_xscale("log")
     ax_a.set_xlabel(r"softmax temperature $T$")
     ax_a.set_ylabel(r"positive curvature $\kappa$")
-    ax_a.set_title(r"(a) $\kappa$ vs $T$ at $\alpha = 1$", fontsize=9,
-                   pad=30 if not scale_rows.empty else 6)
+    if scale_rows.empty:
+        ax_a.set_title(r"(a) $\kappa$ vs $T$ at $\alpha = 1$", fontsize=9)
     ax_a.legend(loc="center right", fontsize=7)
 
     # (b) kappa(T) at several alpha
