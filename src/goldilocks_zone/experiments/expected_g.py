@@ -174,6 +174,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                             log_grid(config.logit_log10_range[0], config.logit_log10_range[1],
                                      config.logit_per_decade), seed=config.seeds[0]))
     table = pd.DataFrame(rows)
+    for column in ("seed", "dim", "logit_set"):  # integer columns with gaps between panels
+        table[column] = table[column].astype("Int64")
     table["num_classes"] = int(num_classes)
     table.loc[table["panel"] == "logits", "num_classes"] = k
     ctx.record("summary", summarise(table))
