@@ -202,3 +202,12 @@ def test_gauss_newton_from_jacobians_is_accurate_for_confident_outputs():
     diff = jac.unsqueeze(2) - jac.unsqueeze(1)  # (S, K, K, d)
     ref = torch.einsum("skj,skjd,skje->de", weights, diff, diff) / 50
     torch.testing.assert_close(gn, ref, rtol=1e-8, atol=0.0)
+
+
+def test_positive_curvature_and_gamma_p_survive_tiny_magnitudes():
+    a = torch.diag(torch.tensor([3.0, 1.0, -1.0], dtype=F64))
+    for f in (1e-300, 1.0, 1e300):
+        assert float(matrix_positive_curvature(f * a)) == pytest.approx(3 / math.sqrt(11))
+    # K = 2 with a runner-up of ~e^-700: M has entries ~1e-304, Gamma_p is still exactly 1
+    p = torch.softmax(torch.tensor([[0.0, -700.0]], dtype=F64), dim=-1)
+    assert float(gamma_p(p)) == pytest.approx(1.0, rel=1e-12)

@@ -98,8 +98,9 @@ def mean_softmax_covariance(probs: Tensor) -> Tensor:
     r""":math:`\bar M = \frac1S\sum_s (\operatorname{diag}(p_s) - p_s p_s^\top)`.
 
     ``probs``: ``(..., S, K)`` (the mean runs over the sample axis ``-2``); returns
-    ``(..., K, K)``. Computed without forming the ``S`` matrices:
-    :math:`\bar M = \operatorname{diag}(\bar p) - \frac1S P^\top P`.
+    ``(..., K, K)``. Computed without forming the ``S`` matrices: off the diagonal
+    :math:`-\frac1S P^\top P`, on it :math:`\frac1S\sum_s p_{sk}(1-p_{sk})` (accurate for
+    confident outputs, see :func:`softmax_covariance`).
     """
     _check_probs(probs, min_dim=2)
     num_samples = probs.shape[-2]
@@ -117,6 +118,10 @@ def matrix_positive_curvature(matrix: Tensor, *, degenerate: float = 0.0) -> Ten
     """
     if matrix.ndim < 2 or matrix.shape[-1] != matrix.shape[-2]:
         raise ValueError(f"expected square matrices (..., n, n); got shape {tuple(matrix.shape)}")
+    # divide by the largest entry first so that tiny (or huge) matrices do not under/overflow
+    # when squared; the ratio is scale-free
+    top = matrix.abs().amax(dim=(-2, -1), keepdim=True)
+    matrix = matrix / torch.where(top > 0, top, torch.ones_like(top))
     trace = torch.diagonal(matrix, dim1=-2, dim2=-1).sum(-1)
     frob = torch.linalg.matrix_norm(matrix, ord="fro")
     safe = torch.where(frob > 0, frob, torch.ones_like(frob))
