@@ -153,7 +153,7 @@ def test_eq9_against_monte_carlo_random_model():
     """Build J_s R = C + E_s with the model's statistics and measure kappa(G) directly: Eq. 9
     should predict it (d >> K so that C C^T is close to d sigma_c^2 I)."""
     g = torch.Generator().manual_seed(5)
-    num_samples, num_classes, dim = 1500, 5, 400
+    num_samples, num_classes, dim = 800, 5, 200
     probs = _probs(num_samples, num_classes, 1.0, 7)
     for sigma_c, sigma_e in ((1.0, 0.05), (1.0, 0.5), (0.2, 1.0), (0.01, 1.0)):
         mean = sigma_c * torch.randn(num_classes, dim, generator=g, dtype=F64)
