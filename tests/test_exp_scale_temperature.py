@@ -123,7 +123,7 @@ def test_temperature_sweep_skips_overlay_for_non_homogeneous_model():
     exp = get("temperature-sweep")
     config = exp.default_config(model="demo", dataset="circles", num_samples=60, dim=4,
                                 seeds=(0,), activation="tanh", log10_range=(-1.0, 1.0),
-                                per_decade=1, scales=(1.0,))
+                                per_decade=1, scales=(1.0,), basis="sparse")
     ctx = RunContext(show_progress=False)
     table = exp.run(config, ctx)
     assert set(table["sweep"]) == {"temperature"}
