@@ -1,0 +1,391 @@
+"""P3: the Goldilocks zone as a shell of radii ‖θ‖ around the Xavier radius.
+
+Protocol (Fort & Scherlis 2019, SCIENCE.md §7): draw a Xavier initialisation θ_X of a network
+*with biases*, and evaluate the subspace Hessian H_R = Rᵀ ∇²L(r θ_X/‖θ_X‖) R on a fixed random
+d-dimensional basis R at radii r = ‖θ‖ on a log grid around the Xavier radius r_X = ‖θ_X‖. The
+rescaling is done by the curvature engine's ``scale`` argument (scale = r / r_X multiplies every
+parameter, biases included), so the model is never modified. Record the positive curvature
+κ = Tr H_R / ‖H_R‖_F and the fraction of positive eigenvalues π, plus the same for the
+Gauss-Newton G-term and H-term. Expected: κ and π are clearly positive on a shell of radii that
+contains r_X, and κ ≈ 0 (π ≈ 1/2) far inside and far outside it. The Kaiming radius r_K (‖θ‖ of
+a Kaiming initialisation of the same architecture and seed) is recorded and marked too.
+
+Networks are given as *architecture specs*: a registered model name (``small-cnn``,
+``lenet-5``, ...) or ``mlp:W1xW2x...`` for a fully-connected net with hidden widths W1, W2, ...
+(``mlp:100`` is one hidden layer of 100 units).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+
+# --------------------------------------------------------------------------- architecture specs
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A parsed architecture spec: registry ``model`` name and its keyword options."""
+
+    spec: str
+    model: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_convolutional(self) -> bool:
+        return self.model in ("small-cnn", "lenet-5")
+
+    @property
+    def depth(self) -> int | None:
+        """Number of weight layers of an ``mlp`` spec (None otherwise)."""
+        widths = self.kwargs.get("widths")
+        return None if widths is None else len(widths) + 1
+
+
+def parse_architecture(spec: str) -> Architecture:
+    """``"mlp:100x50"`` -> Architecture("mlp", widths=(100, 50)); any other string is a registry
+    name used as is (checked when the model is built)."""
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty architecture spec")
+    if spec.startswith("mlp"):
+        _, _, rest = spec.partition(":")
+        if spec != "mlp" and not spec.startswith("mlp:"):
+            raise ValueError(f"architecture {spec!r}: write an MLP as 'mlp:W1xW2...' "
+                             f"(e.g. 'mlp:100x100')")
+        try:
+            widths = tuple(int(w) for w in rest.split("x")) if rest else (100, 100)
+        except ValueError:
+            raise ValueError(f"architecture {spec!r}: hidden widths must be integers separated "
+                             f"by 'x', e.g. 'mlp:100x100'") from None
+        if any(w < 1 for w in widths):
+            raise ValueError(f"architecture {spec!r}: widths must be positive")
+        return Architecture(spec, "mlp", {"widths": widths})
+    return Architecture(spec, spec, {})
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """Run the body with ``count`` intra-op CPU threads (0: leave torch's setting), restoring
+    the previous setting afterwards. The small networks of P3 run several times faster on one
+    thread than on two competing ones, especially on a shared machine."""
+    if count < 0:
+        raise ValueError(f"threads must be >= 0, got {count}")
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def parameter_radius(model: torch.nn.Module) -> float:
+    """‖θ‖₂ over all parameters (weights and biases)."""
+    return float(torch.linalg.vector_norm(
+        torch.nn.utils.parameters_to_vector(model.parameters()).detach().to(torch.float64)))
+
+
+def build_problem(arch: Architecture, *, dataset: str, num_samples: int | None, seed: int,
+                  activation: str, init: str = "xavier", dtype: str = "float64",
+                  device: str = "cpu", data_seed: int = 0, bias: bool = True):
+    """:func:`~goldilocks_zone.experiments.common.load_problem` for an architecture spec, with
+    a clear error when a convolutional net meets flat inputs."""
+    from goldilocks_zone.experiments.common import load_problem
+
+    try:
+        return load_problem(model=arch.model, dataset=dataset, num_samples=num_samples,
+                            seed=seed, dtype=dtype, device=device, activation=activation,
+                            bias=bias, init=init, data_seed=data_seed,
+                            model_kwargs=arch.kwargs)
+    except ValueError as exc:
+        raise ValueError(f"architecture {arch.spec!r} on dataset {dataset!r}: {exc}") from exc
+
+
+def kaiming_radius(arch: Architecture, problem, *, activation: str, seed: int) -> float:
+    """‖θ‖ of a Kaiming initialisation of the same architecture, same seed (biases included)."""
+    from goldilocks_zone import models
+
+    net = models.create(arch.model, tuple(problem.dataset.input_shape), problem.num_classes,
+                        activation=activation, bias=True, init="kaiming", seed=seed,
+                        **arch.kwargs)
+    return parameter_radius(net)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class Config:
+    architectures: tuple[str, ...] = field(
+        default=("mlp:100", "mlp:400", "mlp:100x100", "mlp:100x100x100", "small-cnn"),
+        metadata={"help": "networks: 'mlp:W1xW2...' (hidden widths) or a registered model name"})
+    activations: tuple[str, ...] = field(default=("relu", "tanh"),
+                                         metadata={"help": "hidden activations"})
+    datasets: tuple[str, ...] = field(default=("mnist-5k", "fashion-mnist", "digits"),
+                                      metadata={"help": "real data sets"})
+    num_samples: int = field(default=1000, metadata={"help": "samples the loss is averaged over"})
+    radius_lo: float = field(default=-2.0,
+                             metadata={"help": "smallest radius, log10(r / r_Xavier)"})
+    radius_hi: float = field(default=2.0, metadata={"help": "largest radius, log10(r / r_Xavier)"})
+    per_decade: int = field(default=4, metadata={"help": "radius grid points per decade"})
+    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
+    basis_kind: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
+    seeds: tuple[int, ...] = field(default=(0, 1, 2),
+                                   metadata={"help": "init (and basis) seeds"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
+    batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
+    threads: int = field(default=1, metadata={
+        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if not self.architectures or not self.activations or not self.datasets:
+            raise ValueError("architectures, activations and datasets must be non-empty")
+        for spec in self.architectures:
+            parse_architecture(spec)
+        if not self.radius_lo < 0.0 < self.radius_hi:
+            raise ValueError(f"the radius grid must straddle the Xavier radius: need "
+                             f"radius_lo < 0 < radius_hi, got {self.radius_lo}, {self.radius_hi}")
+        if self.per_decade < 1 or self.dim < 1 or self.num_samples < 1:
+            raise ValueError("per_decade, dim and num_samples must be positive")
+        if not self.seeds:
+            raise ValueError("seeds must be non-empty")
+
+    @property
+    def relative_radii(self) -> np.ndarray:
+        """r / r_Xavier on the log grid; contains 1 exactly when 10^0 is a grid point."""
+        n = int(round((self.radius_hi - self.radius_lo) * self.per_decade)) + 1
+        return 10.0 ** np.linspace(self.radius_lo, self.radius_hi, n)
+
+
+QUICK = {
+    "architectures": ("mlp:32", "mlp:32x32", "small-cnn"),
+    "activations": ("relu", "tanh"),
+    "datasets": ("digits",),
+    "num_samples": 400,
+    "radius_lo": -2.0,
+    "radius_hi": 2.0,
+    "per_decade": 2,
+    "dim": 20,
+    "seeds": (0, 1),
+}
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    with cpu_threads(config.threads):
+        return _run(config, ctx)
+
+
+def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone.curvature import random_basis, subspace_curvature
+
+    rel = config.relative_radii
+    settings = [(parse_architecture(a), act, ds, seed) for ds in config.datasets
+                for a in config.architectures for act in config.activations
+                for seed in config.seeds]
+    rows: list[dict[str, Any]] = []
+    fingerprints: dict[str, Any] = {}
+    for arch, act, ds, seed in ctx.progress(settings, total=len(settings), desc="networks"):
+        problem = build_problem(arch, dataset=ds, num_samples=config.num_samples, seed=seed,
+                                activation=act, dtype=config.dtype, device=config.device,
+                                data_seed=config.data_seed)
+        fingerprints[ds] = getattr(problem.dataset, "fingerprint", None)
+        r_x = parameter_radius(problem.model)
+        r_k = kaiming_radius(arch, problem, activation=act, seed=seed)
+        basis = random_basis(problem.num_params, config.dim, kind=config.basis_kind,
+                             seed=10_000 + seed, dtype=problem.inputs.dtype,
+                             device=problem.inputs.device)
+        for ratio in rel:
+            res = subspace_curvature(problem.model, problem.data, basis, scale=float(ratio),
+                                     batch_size=config.batch_size)
+            row: dict[str, Any] = {
+                "architecture": arch.spec, "model": arch.model,
+                "depth": arch.depth if arch.depth is not None else np.nan,
+                "activation": act, "dataset": ds, "seed": seed,
+                "num_params": problem.num_params, "dim": config.dim,
+                "radius": float(ratio) * r_x, "scale": float(ratio),
+                "relative_radius": float(ratio),
+                "xavier_radius": r_x, "kaiming_radius": r_k,
+                "loss": res.loss, "accuracy": res.accuracy, "finite": res.finite,
+            }
+            for term, prefix in (("hessian", ""), ("g_term", "g_"), ("h_term", "h_")):
+                stats = res.stats(term)
+                row[f"{prefix}positive_curvature"] = stats.positive_curvature
+                row[f"{prefix}fraction_positive"] = stats.fraction_positive
+                row[f"{prefix}spectral_norm"] = stats.spectral_norm
+            row["top_eigenvalue"] = res.stats("hessian").top_eigenvalue
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    ctx.record("datasets", fingerprints)
+    ctx.record("summary", summarise(table))
+    return table
+
+
+def _xavier_index(rel: np.ndarray) -> int:
+    return int(np.argmin(np.abs(np.log10(rel))))
+
+
+def shell_table(table: pd.DataFrame, *, column: str = "positive_curvature",
+                level: float = 0.5) -> pd.DataFrame:
+    """Per network (architecture, activation, dataset), seed-averaged: κ at the Xavier radius,
+    at the innermost and outermost radii, the peak, and the shell = the radius interval
+    (relative to r_X) where the mean κ exceeds ``level`` × its peak."""
+    out = []
+    keys = ["architecture", "activation", "dataset"]
+    for key, grp in table.groupby(keys, sort=False):
+        curve = grp.groupby("relative_radius")[column].mean().sort_index()
+        rel = curve.index.to_numpy()
+        vals = curve.to_numpy()
+        peak = float(np.nanmax(vals))
+        inside = rel[vals >= level * peak] if peak > 0 else np.array([])
+        ix = _xavier_index(rel)
+        out.append(dict(zip(keys, key)) | {
+            "at_xavier": float(vals[ix]), "innermost": float(vals[0]),
+            "outermost": float(vals[-1]), "peak": peak,
+            "peak_relative_radius": float(rel[int(np.nanargmax(vals))]),
+            "shell_lo": float(inside.min()) if inside.size else np.nan,
+            "shell_hi": float(inside.max()) if inside.size else np.nan,
+            "kaiming_relative_radius": float(
+                (grp["kaiming_radius"] / grp["xavier_radius"]).mean()),
+        })
+    return pd.DataFrame(out)
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    shells = shell_table(table)
+    xavier_in_shell = (shells["shell_lo"] <= 1.0) & (1.0 <= shells["shell_hi"])
+    return {
+        "networks": int(len(shells)),
+        "kappa_at_xavier_mean": float(shells["at_xavier"].mean()),
+        "kappa_at_xavier_min": float(shells["at_xavier"].min()),
+        "kappa_innermost_mean": float(shells["innermost"].mean()),
+        "kappa_outermost_mean": float(shells["outermost"].mean()),
+        "kappa_peak_mean": float(shells["peak"].mean()),
+        "xavier_radius_in_shell": int(xavier_in_shell.sum()),
+        "fraction_positive_at_xavier_mean": float(
+            shell_table(table, column="fraction_positive")["at_xavier"].mean()),
+        "per_network": {
+            f"{r.architecture}/{r.activation}/{r.dataset}": {
+                "kappa_at_xavier": round(r.at_xavier, 4), "kappa_inner": round(r.innermost, 4),
+                "kappa_outer": round(r.outermost, 4),
+                "shell": [r.shell_lo, r.shell_hi]}
+            for r in shells.itertuples()},
+    }
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+    from matplotlib.lines import Line2D
+
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    paths: list[Path] = []
+    datasets = list(dict.fromkeys(table["dataset"]))
+    activations = list(dict.fromkeys(table["activation"]))
+    archs = list(dict.fromkeys(table["architecture"]))
+    colors = {a: f"C{i}" for i, a in enumerate(archs)}
+    for column, label, baseline, name in (
+            ("positive_curvature", r"positive curvature $\kappa$ = Tr$H$/$\|H\|_F$", 0.0,
+             "radius_shell_kappa"),
+            ("fraction_positive", r"fraction of positive eigenvalues $\pi$", 0.5,
+             "radius_shell_fraction_positive")):
+        fig, axes = new_figure(len(activations), len(datasets), width=3.3, height=2.5,
+                               sharex=True)
+        for i, ds in enumerate(datasets):
+            for j, act in enumerate(activations):
+                ax = axes[i, j]
+                sub = table[(table["dataset"] == ds) & (table["activation"] == act)]
+                for arch in archs:
+                    grp = sub[sub["architecture"] == arch]
+                    if grp.empty:
+                        continue
+                    stats = grp.groupby("relative_radius")[column].agg(["mean", "min", "max"])
+                    ax.plot(stats.index, stats["mean"], "-o", ms=2.5, lw=1.2,
+                            color=colors[arch], label=arch)
+                    if grp["seed"].nunique() > 1:
+                        ax.fill_between(stats.index, stats["min"], stats["max"],
+                                        color=colors[arch], alpha=0.15, lw=0)
+                    rk = float((grp["kaiming_radius"] / grp["xavier_radius"]).mean())
+                    ax.axvline(rk, color=colors[arch], ls=":", lw=0.9)
+                ax.axvline(1.0, color="k", ls="--", lw=0.9)
+                ax.axhline(baseline, color="0.5", lw=0.7)
+                ax.set_xscale("log")
+                ax.set_title(f"{ds}, {act}")
+                if i == len(datasets) - 1:
+                    ax.set_xlabel(r"radius $\|\theta\|$ / Xavier radius")
+                if j == 0:
+                    ax.set_ylabel(label)
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        handles += [Line2D([], [], color="k", ls="--", lw=0.9),
+                    Line2D([], [], color="0.3", ls=":", lw=0.9)]
+        labels += ["Xavier radius", "Kaiming radius\n(colour: network)"]
+        axes[0, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                           fontsize=7)
+        paths += save_figure(fig, fig_dir, name)
+
+    # Gauss-Newton split on the absolute radius axis, for the first network of each data set:
+    # κ of Hessian, G-term and H-term, and the spectral norms that decide which term dominates.
+    fig, axes = new_figure(2, len(datasets), width=3.3, height=2.5, sharex="row")
+    for i, ds in enumerate(datasets):
+        first = table[table["dataset"] == ds].iloc[0]
+        grp = table[(table["dataset"] == ds) & (table["architecture"] == first["architecture"])
+                    & (table["activation"] == first["activation"])]
+        stats = grp.groupby("radius")[["positive_curvature", "g_positive_curvature",
+                                        "h_positive_curvature", "g_spectral_norm",
+                                        "h_spectral_norm"]].mean()
+        r_x, r_k = float(grp["xavier_radius"].mean()), float(grp["kaiming_radius"].mean())
+        ax = axes[i, 0]
+        ax.plot(stats.index, stats["positive_curvature"], "-o", ms=2.5, color="k",
+                label="Hessian")
+        ax.plot(stats.index, stats["g_positive_curvature"], "-", color="C0", label="G-term")
+        ax.plot(stats.index, stats["h_positive_curvature"], "-", color="C3", label="H-term")
+        ax.axhline(0.0, color="0.5", lw=0.7)
+        ax.set_ylabel(r"$\kappa$")
+        ax.set_title(f"{first['architecture']}, {first['activation']}, {ds}")
+        ax = axes[i, 1]
+        ax.plot(stats.index, stats["g_spectral_norm"].where(stats["g_spectral_norm"] > 0),
+                "-", color="C0", label=r"$\|G_R\|_2$")
+        ax.plot(stats.index, stats["h_spectral_norm"].where(stats["h_spectral_norm"] > 0),
+                "-", color="C3", label=r"$\|H_R\|_2$ (H-term)")
+        ax.set_yscale("log")
+        ax.set_ylabel("spectral norm")
+        ax.set_title("Gauss-Newton split")
+        for ax in axes[i]:
+            ax.axvline(r_x, color="k", ls="--", lw=0.9, label="Xavier radius")
+            ax.axvline(r_k, color="0.3", ls=":", lw=0.9, label="Kaiming radius")
+            ax.set_xscale("log")
+            if i == len(datasets) - 1:
+                ax.set_xlabel(r"radius $\|\theta\|$")
+        if i == 0:
+            axes[i, 0].legend(fontsize=7)
+            axes[i, 1].legend(fontsize=7)
+    paths += save_figure(fig, fig_dir, "radius_shell_gauss_newton")
+    return paths
+
+
+register(Experiment(
+    id="radius-shell",
+    paper="P3",
+    summary="κ and π of the subspace Hessian vs the radius of a rescaled Xavier init "
+            "(networks with biases, ReLU/tanh, MLPs and a CNN): a shell around the Xavier radius",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))
