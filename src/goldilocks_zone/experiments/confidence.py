@@ -105,32 +105,37 @@ def correlations(table: pd.DataFrame, pairs=PAIRS) -> dict[str, dict[str, float]
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone import models as model_lib
     from goldilocks_zone.curvature import random_basis, subspace_curvature
     from goldilocks_zone.training import evaluate, initial_params
 
     rows = []
     seeds = range(config.first_seed, config.first_seed + config.num_inits)
-    fingerprint = None
-    data = None
+    # the data subsample (data_seed) is shared by every init
+    problem = load_problem(model=config.model, dataset=config.dataset,
+                           num_samples=config.num_samples, seed=config.first_seed,
+                           dtype=config.dtype, device=config.device,
+                           activation=config.activation, init=config.init,
+                           data_seed=config.data_seed)
+    data = problem.data
+    num_classes = problem.num_classes
     for seed in ctx.progress(seeds, total=config.num_inits, desc="random inits"):
-        problem = load_problem(model=config.model, dataset=config.dataset,
-                               num_samples=config.num_samples, seed=seed, dtype=config.dtype,
-                               device=config.device, activation=config.activation,
-                               init=config.init, data_seed=config.data_seed)
-        fingerprint = problem.dataset.fingerprint
-        data = problem.data if data is None else data  # the same subsample for every seed
-        basis = random_basis(problem.num_params, config.dim, kind=config.basis, seed=seed,
+        model = model_lib.create(config.model, tuple(data[0].shape[1:]), num_classes,
+                                 activation=config.activation, init=config.init, seed=seed)
+        model = model.to(dtype=data[0].dtype, device=data[0].device)
+        num_params = sum(p.numel() for p in model.parameters())
+        basis = random_basis(num_params, config.dim, kind=config.basis, seed=seed,
                              dtype=data[0].dtype, device=data[0].device)
-        sc = subspace_curvature(problem.model, data, basis, scale=config.scale,
+        sc = subspace_curvature(model, data, basis, scale=config.scale,
                                 temperature=config.temperature, batch_size=config.batch_size)
-        ev = evaluate(problem.model, initial_params(problem.model, scale=config.scale), data,
+        ev = evaluate(model, initial_params(model, scale=config.scale), data,
                       temperature=config.temperature, batch_size=config.batch_size)
         h, g, hh = sc.stats("hessian"), sc.stats("g_term"), sc.stats("h_term")
         rows.append({
             "seed": seed, "scale": config.scale, "temperature": config.temperature,
             "dim": config.dim, "num_samples": sc.num_samples,
             "mean_entropy": ev.mean_entropy,
-            "normalised_entropy": ev.mean_entropy / math.log(problem.num_classes),
+            "normalised_entropy": ev.mean_entropy / math.log(num_classes),
             "positive_curvature": h.positive_curvature,
             "fraction_positive": h.fraction_positive,
             "spectral_norm": h.spectral_norm, "top_eigenvalue": h.top_eigenvalue,
@@ -145,7 +150,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     table["model"] = config.model
     table["dataset"] = config.dataset
     corr = correlations(table)
-    ctx.record("dataset_fingerprint", fingerprint)
+    ctx.record("dataset_fingerprint", problem.dataset.fingerprint)
     ctx.record("correlations", corr)
     ctx.record("summary", {
         **{k: f"Pearson r = {v['pearson_r']:+.3f} (p = {v['pearson_p']:.2g}), Spearman rho = "
