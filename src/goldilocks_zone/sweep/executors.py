@@ -21,6 +21,8 @@ from typing import Any
 
 from goldilocks_zone.sweep.worker import compute_point, failed_record
 
+NANNY_ENV = "distributed.nanny.pre-spawn-environ"
+
 
 @dataclass(frozen=True)
 class Task:
@@ -107,11 +109,17 @@ class DaskExecutor:
                 client = Client(self.scheduler, timeout=self.connect_timeout)
                 self.client = self._stack.enter_context(client)
             else:
-                self.cluster = self._stack.enter_context(LocalCluster(
-                    n_workers=self.workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR,
-                ))
+                import dask
+
+                # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers; setting it at
+                # all disables glibc's adaptive mmap threshold, so every large torch temporary
+                # is mmap'ed and unmapped again: ~60% more CPU per point in our measurements.
+                with dask.config.set({NANNY_ENV + ".MALLOC_TRIM_THRESHOLD_": None}):
+                    self.cluster = self._stack.enter_context(LocalCluster(
+                        n_workers=self.workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR,
+                    ))
                 self.client = self._stack.enter_context(Client(self.cluster))
         except Exception as exc:  # OSError / TimeoutError from distributed's connection code
             self._stack.close()
