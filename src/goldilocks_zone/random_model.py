@@ -272,10 +272,6 @@ def _h_term(params: RandomModelParams, d: RandomModelDraw, weights: Tensor, mode
         return torch.zeros(dim, dim, dtype=torch.float64)
     if mode == "collapsed":
         return params.sigma_h * float(weights.norm()) / (n * math.sqrt(dim)) * d.goe
-    count = n * k * dim * dim
-    if count > EXPLICIT_HESSIAN_LIMIT:
-        raise ValueError(f"logit_hessians='explicit' would draw {count:.2e} random numbers "
-                         f"(N*K*D^2); use 'collapsed' (same distribution) for this size")
     gen = _gen(d.hessian_seed + 1)
     total = torch.zeros(dim, dim, dtype=torch.float64)
     w = weights.reshape(-1)
@@ -298,6 +294,10 @@ def simulate(params: RandomModelParams | None = None, *, seed: int = 0,
     if logit_hessians not in LOGIT_HESSIAN_MODES:
         raise ValueError(f"logit_hessians must be one of {LOGIT_HESSIAN_MODES}, "
                          f"got {logit_hessians!r}")
+    count = params.num_samples * params.num_classes * params.dim ** 2
+    if logit_hessians == "explicit" and count > EXPLICIT_HESSIAN_LIMIT:
+        raise ValueError(f"logit_hessians='explicit' would draw {count:.2e} random numbers "
+                         f"(N*K*D^2); use 'collapsed' (same distribution) for this size")
     d = draw_ if draw_ is not None else draw(params.dim, params.num_classes,
                                              params.num_samples, seed=seed)
     if d.shape != (params.num_samples, params.num_classes, params.dim):
