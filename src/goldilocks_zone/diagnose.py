@@ -48,8 +48,10 @@ from torch import Tensor, nn
 
 __all__ = ["Diagnosis", "cli_main", "diagnose", "load_model"]
 
-#: Temperatures scanned by default: 10^-4 .. 10^4, two points per decade (T = 1 included).
-DEFAULT_TEMPERATURES = tuple(float(v) for v in np.logspace(-4, 4, 17))
+#: Temperatures scanned by default: 10^-6 .. 10^6, two points per decade (T = 1 included).
+#: Wide on purpose: near T = 1e-4 a few samples close to the decision boundary still keep the
+#: G-term alive, so the low-temperature end of the zone can lie several decades below 1.
+DEFAULT_TEMPERATURES = tuple(float(v) for v in np.logspace(-6, 6, 25))
 #: Scales scanned by default for homogeneous models: 10^-2 .. 10^2, two points per decade.
 DEFAULT_SCALES = tuple(float(v) for v in np.logspace(-2, 2, 9))
 #: Samples used when the data are larger (a random subsample, seeded).
@@ -495,7 +497,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the basis, the subsample and registry models' init")
     parser.add_argument("--temperatures", type=_floats, default=None,
-                        help="comma-separated temperatures (default 1e-4 .. 1e4)")
+                        help="comma-separated temperatures (default 1e-6 .. 1e6)")
     parser.add_argument("--scales", type=_floats, default=None,
                         help="comma-separated weight scales (default 1e-2 .. 1e2)")
     parser.add_argument("--no-scales", action="store_true", help="skip the scale scan")
