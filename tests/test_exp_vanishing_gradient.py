@@ -11,7 +11,8 @@ from goldilocks_zone.experiments.runner import run_experiment
 from goldilocks_zone.experiments.vanishing_gradient import Config, imbalanced_prior, prior_fits
 from goldilocks_zone.training import evaluate, initial_params
 
-SMALL = dict(num_samples=600, num_priors=40, prior_samples=1000, dim=50)
+SMALL = dict(num_samples=500, num_priors=30, prior_samples=800, dim=50, dtype="float32",
+             imbalance_ratio=100.0)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _cos(table, kind, a, b):
 def test_gradient_cosines_follow_eq10(result):
     table, _, _ = result
     fm1, fm2, other, gauss = ("fashion-mnist #1", "fashion-mnist #2", "mnist-5k", "gaussian")
-    imb = {name: f"{name} imb×10" for name in ("fashion-mnist", "mnist-5k", "gaussian")}
+    imb = {name: f"{name} imb×100" for name in ("fashion-mnist", "mnist-5k", "gaussian")}
     uniform = table[(table["part"] == "cosine") & (table["scale_kind"] == "uniform")]
     # the automatic downscale made the mean output uniform on the balanced sets
     assert uniform[uniform["dataset_a"] == fm1]["mismatch_a"].max() < 2e-3
