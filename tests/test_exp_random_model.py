@@ -1,0 +1,51 @@
+"""``random-model`` experiment end to end: table sections, summary, figures, the science."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from goldilocks_zone.experiments import get
+from goldilocks_zone.experiments.runner import replot, run_experiment
+
+
+@pytest.mark.slow
+def test_random_model_experiment_end_to_end(tmp_path):
+    out = tmp_path / "rm"
+    table, _ = run_experiment(
+        "random-model", out_dir=out, quick=True, show_progress=False,
+        overrides={"dim": 300, "num_samples": 200, "per_decade": 1})
+    assert set(table["section"]) == {"spectrum", "margin", "sigma_z"}
+    spec = table[table["section"] == "spectrum"]
+    assert len(spec) == 300 and spec["index"].tolist() == list(range(1, 301))
+    # the cosines with an orthonormal eigenbasis carry all the gradient power
+    assert float((spec["cosine"] ** 2).sum()) == pytest.approx(1.0)
+    # class structure only adds positive curvature: the spectrum dominates the bulk's
+    assert (spec["eigenvalue"].to_numpy()[:20] >= spec["null_eigenvalue"].to_numpy()[:20]).all()
+    margin = table[table["section"] == "margin"].set_index("label_margin")
+    assert margin.loc[3.0, "gradient_power_top10"] > margin.loc[0.0, "gradient_power_top10"]
+    sweep = table[table["section"] == "sigma_z"].sort_values("sigma_z")
+    assert len(sweep) == 7
+    kappa = sweep["positive_curvature"].to_numpy()
+    assert abs(kappa[0]) < 0.5 and abs(kappa[-1]) < 0.5 and kappa.max() > 5
+    assert 0 < int(np.argmax(kappa)) < len(kappa) - 1
+    summary = json.loads((out / "manifest.json").read_text())["provenance"]["summary"]
+    assert summary["gradient_power_top10"] == pytest.approx(margin.loc[3.0,
+                                                                     "gradient_power_top10"])
+    assert summary["peak_kappa"] == pytest.approx(kappa.max())
+    for name in ("random_model_spectrum", "random_model_sigma_z"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 20_000
+        (out / "figures" / f"{name}.png").unlink()
+    assert len(replot(out)) == 4
+
+
+def test_config_validation():
+    exp = get("random-model")
+    with pytest.raises(ValueError, match="top_k"):
+        exp.default_config(top_k=0)
+    with pytest.raises(ValueError, match="log10_sigma_z"):
+        exp.default_config(log10_sigma_z=(2.0, 1.0))
+    with pytest.raises(ValueError, match="sigma_c"):
+        exp.default_config(sigma_c=-1.0)
