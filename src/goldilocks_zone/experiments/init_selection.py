@@ -296,7 +296,8 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         values = inits.set_index("init")[score]
         signed = values if higher else -values
         top_ids = set(signed.fillna(-np.inf).sort_values(ascending=False).index[:int(row.n_top)])
-        for group, name, color in ((True, f"top {int(row.n_top)}", "C1"),
+        best = "top" if higher else "lowest"
+        for group, name, color in ((True, f"{best} {int(row.n_top)}", "C1"),
                                    (False, f"rest ({int(row.n_rest)})", "C0")):
             sub = table[table["init"].isin(top_ids) == group]
             curve = sub.groupby("step")["train_accuracy"].agg(["mean", "sem"])
@@ -307,7 +308,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         ax.set_xlabel("training step")
         if j == 0:
             ax.set_ylabel("train accuracy")
-        ax.set_title(f"selected by {labels[score]}\nMann-Whitney p = {row.p_value:.2g}",
+        ax.set_title(f"selected by {labels[score]}\none-sided Mann-Whitney p = {row.p_value:.2g}",
                      fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     cbar = fig.colorbar(sc, ax=axes[0, -1], pad=0.02)

@@ -10,6 +10,20 @@ Gauss-Newton G-term and H-term. Expected: κ and π are clearly positive on a sh
 contains r_X, and κ ≈ 0 (π ≈ 1/2) far inside and far outside it. The Kaiming radius r_K (‖θ‖ of
 a Kaiming initialisation of the same architecture and seed) is recorded and marked too.
 
+What sets the two ends (keep κ and the spectral norms of both Gauss-Newton terms in the table to
+tell them apart):
+
+* far outside, the softmax saturates, the G-term dies (M_s → 0) and κ → κ(H-term), which is
+  ≈ 0 up to a random-subspace fluctuation of order √(2/d); a rare sample whose top two logits
+  nearly tie can keep G alive at one seed;
+* far inside, with biases the limit s → 0 is *not* automatically κ = 0. The logits tend to the
+  readout bias (zero at init), p → uniform, and both terms tend to finite matrices: the G-term
+  of the readout bias, R_bᵀ M̄ R_b (PSD, so κ > 0; R_b are the readout-bias rows of R), and an
+  H-term from the couplings between readout weights and the last hidden biases, weighted by the
+  per-sample residuals p_s − y_s (for tanh: by p̄ − q). Where the H-term wins (the
+  fully-connected nets of P3) κ ≈ 0 inside; where the readout-bias G-term wins (e.g. the small
+  CNN on 8×8 digits) a plateau of positive κ remains at small radii.
+
 Networks are given as *architecture specs*: a registered model name (``small-cnn``,
 ``lenet-5``, ...) or ``mlp:W1xW2x...`` for a fully-connected net with hidden widths W1, W2, ...
 (``mlp:100`` is one hidden layer of 100 units).
