@@ -239,7 +239,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         ("zero_logit_fraction", "fraction of zero logits", "linear"),
         ("sharpness", r"sharpness $\lambda_{\max}$", "symlog"),
     ]
-    fig, axes = new_figure(3, 2, width=3.2, height=2.4)
+    fig, axes = new_figure(3, 2, width=3.1, height=2.3, layout="constrained")
     for ax, (col, label, yscale) in zip(axes.flat, panels):
         for (scale, seed), run_rows in table.groupby(["scale", "seed"]):
             run_rows = run_rows.sort_values("step")
@@ -251,9 +251,10 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                     color=colour(scale), alpha=0.9,
                     marker="o" if col == "sharpness" else None, ms=2.5,
                     label=f"{scale:g}" if seed == table["seed"].min() else None)
-            if not bool(run_rows.iloc[-1]["finite"]):
-                ax.plot(run_rows["step"].iloc[-1], np.nanmax(y.to_numpy()[mask]), "x",
-                        color="tab:red", ms=6)
+            if not bool(run_rows.iloc[-1]["finite"]):  # diverged: mark the last finite value
+                last = np.flatnonzero(mask)[-1]
+                ax.plot(run_rows["step"].to_numpy()[last], y.to_numpy()[last], "x",
+                        color="tab:red", ms=6, mew=1.5)
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         if yscale == "symlog":
@@ -264,11 +265,10 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
             ax.set_yscale("log")
     if norm is not None:
         sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6,
-                     pad=0.02)
+        fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6)
     fig.suptitle(f"Full-batch GD from scaled inits: {config.get('model')} on "
                  f"{config.get('dataset')}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
-                 f"$\\eta_0$ = {config.get('base_lr')}", fontsize=9)
+                 f"$\\eta_0$ = {config.get('base_lr')} (× = diverged)", fontsize=9)
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths += _save_with_colorbar(fig, fig_dir, "trainability_curves")
 
