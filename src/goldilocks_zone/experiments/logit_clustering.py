@@ -1,0 +1,309 @@
+r"""``logit-clustering`` (P2 Fig. 1–2): logit gradients cluster by logit and by class.
+
+Protocol. For each dataset, architecture (an MLP and a CNN) and activation (ReLU, tanh), build
+the network with ``seed`` and measure, on a class-balanced subset of ``num_samples`` training
+images, the per-sample logit gradients :math:`\nabla_\theta z_k(x_\mu)` — the rows of the
+per-sample Jacobians, computed with ``vmap(jacrev(...))`` in chunks of ``chunk_size`` samples —
+at initialisation and after a short minibatch-SGD training (``train_steps`` steps on
+``train_samples`` images). Report P2's clustering metrics, mean cosines over pairs of distinct
+samples (:class:`goldilocks_zone.random_model.CosineAccumulator`, exact and streamed):
+
+* :math:`q_{SLSC}`: same logit, same class;
+* :math:`q_{SL}`: same logit, different classes;
+* :math:`q_{DL}`: different logits.
+
+Expected: :math:`q_{SLSC} > q_{SL} > q_{DL} \approx 0` for every dataset, architecture,
+activation and stage (the clustering that P2's random model assumes).
+
+:func:`sgd_trajectory`, the small functional minibatch-SGD loop used here, is shared with the
+``simplex`` experiment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jacrev, vmap
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import torch_dtype
+
+Params = dict[str, Tensor]
+
+STAGES = ("init", "trained")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
+    """Fresh detached copies of the model's parameters (the model itself is never changed)."""
+    return {n: (p.detach().to(dtype) if dtype is not None else p.detach()).clone()
+            for n, p in model.named_parameters()}
+
+
+def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
+                   steps: int, lr: float, batch_size: int, seed: int = 0,
+                   yield_at: Sequence[int] = ()) -> Iterator[tuple[int, Params]]:
+    r"""Minibatch SGD :math:`\theta \leftarrow \theta - \eta \nabla_\theta \frac1B \sum_{b}
+    \ell(x_b, y_b)` on functional parameters; batches drawn without replacement each epoch
+    from ``seed``. Yields ``(step, params)`` at every step in ``yield_at`` (step 0 = the start)
+    and always at the last step; the yielded dicts are new tensors, never the model's."""
+    if steps < 0 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got steps={steps}, "
+                         f"batch_size={batch_size}, lr={lr}")
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
+
+    step_grad = grad(loss)
+    gen = torch.Generator().manual_seed(int(seed))
+    n = inputs.shape[0]
+    bs = min(batch_size, n)
+    wanted = set(int(s) for s in yield_at) | {steps}
+    theta = {k: v.detach().clone() for k, v in params.items()}
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for step in range(steps + 1):
+            if step in wanted:
+                yield step, {k: v.clone() for k, v in theta.items()}
+            if step == steps:
+                break
+            if pos + bs > n:
+                order, pos = torch.randperm(n, generator=gen), 0
+            idx = order[pos:pos + bs].to(inputs.device)
+            pos += bs
+            g = step_grad(theta, inputs[idx], targets[idx])
+            theta = {k: theta[k] - lr * g[k] for k in theta}
+    finally:
+        model.train(was_training)
+
+
+def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
+                         chunk_size: int = 16) -> Iterator[Tensor]:
+    r"""Per-sample logit Jacobians :math:`J_\mu = \partial z(x_\mu)/\partial\theta`, yielded in
+    chunks of shape (B, K, D) (``parameters_to_vector`` order), by
+    ``vmap(jacrev(f))`` over the samples of each chunk."""
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def logits(p: Params, x: Tensor) -> Tensor:
+        return functional_call(model, (p, buffers), (x[None],))[0]
+
+    jac_fn = vmap(jacrev(logits), in_dims=(None, 0))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, inputs.shape[0], chunk_size):
+            jac = jac_fn(params, inputs[start:start + chunk_size])
+            b = inputs[start:start + chunk_size].shape[0]
+            k = next(iter(jac.values())).shape[1]
+            yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
+    finally:
+        model.train(was_training)
+
+
+def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor,
+               num_classes: int, *, chunk_size: int = 16):
+    """:class:`~goldilocks_zone.random_model.LogitGradientCosines` of the network at
+    ``params`` on ``(inputs, targets)``, streamed over Jacobian chunks."""
+    from goldilocks_zone.random_model import CosineAccumulator
+
+    acc = CosineAccumulator(num_classes)
+    for i, jac in enumerate(per_sample_jacobians(model, params, inputs, chunk_size=chunk_size)):
+        sl = slice(i * chunk_size, i * chunk_size + jac.shape[0])
+        acc.update(jac, targets[sl])
+    return acc.result()
+
+
+def accuracy_and_loss(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
+                      ) -> tuple[float, float]:
+    with torch.no_grad():
+        z = functional_call(model, params, (inputs,))
+        return (float((z.argmax(-1) == targets).double().mean()),
+                float(nn.functional.cross_entropy(z, targets)))
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class Config:
+    datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
+                                      metadata={"help": "dataset registry names"})
+    models: tuple[str, ...] = field(default=("mlp", "small-cnn"),
+                                    metadata={"help": "an MLP and a CNN (registry names)"})
+    activations: tuple[str, ...] = field(default=("relu", "tanh"),
+                                         metadata={"help": "hidden activations"})
+    bias: bool = field(default=True, metadata={"help": "layers with biases"})
+    init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
+    num_samples: int = field(default=300,
+                             metadata={"help": "class-balanced samples whose Jacobians are used"})
+    train_samples: int = field(default=5000, metadata={"help": "training set size"})
+    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
+    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
+    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model/training seeds"})
+    chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
+    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
+
+    def validate(self) -> None:
+        for name in ("datasets", "models", "activations", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must list at least one entry")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if self.train_steps < 0 or self.train_samples < 1 or self.batch_size < 1:
+            raise ValueError("train_steps >= 0, train_samples >= 1 and batch_size >= 1 needed")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        torch_dtype(self.dtype)
+
+
+QUICK = {"datasets": ("digits", "mnist-5k"), "num_samples": 100, "train_samples": 1000,
+         "train_steps": 150}
+
+
+def load_split(dataset: str, *, train_samples: int, probe_samples: int, data_seed: int,
+               dtype: torch.dtype):
+    """Training subset (``train_samples``, at most the split's size) and a class-balanced
+    probe subset of ``probe_samples`` drawn from it."""
+    from goldilocks_zone import data as data_lib
+
+    full = data_lib.load(dataset, split="train", seed=data_seed)
+    n_train = min(train_samples, len(full))
+    train = data_lib.subsample(full, n_train, seed=data_seed)
+    probe = data_lib.subsample(train, min(probe_samples, n_train), seed=data_seed + 1,
+                               balanced=True)
+    return train.to(dtype=dtype), probe.to(dtype=dtype)
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone import models as model_lib
+
+    dtype = torch_dtype(config.dtype)
+    rows: list[dict[str, Any]] = []
+    settings = [(ds, m, a, s) for ds in config.datasets for m in config.models
+                for a in config.activations for s in config.seeds]
+    cache: dict[str, Any] = {}
+    for ds_name, model_name, act, seed in ctx.progress(settings, total=len(settings),
+                                                         desc="logit-clustering"):
+        if ds_name not in cache:
+            cache[ds_name] = load_split(ds_name, train_samples=config.train_samples,
+                                        probe_samples=config.num_samples,
+                                        data_seed=config.data_seed, dtype=dtype)
+            tr, pr = cache[ds_name]
+            ctx.record(f"dataset:{ds_name}", {"train_samples": len(tr), "probe_samples": len(pr),
+                                              "fingerprint": tr.fingerprint})
+        train, probe = cache[ds_name]
+        net = model_lib.create(model_name, tuple(train.input_shape), train.num_classes,
+                               activation=act, bias=config.bias, init=config.init,
+                               seed=seed).to(dtype)
+        theta0 = model_params(net)
+        traj = sgd_trajectory(net, theta0, train.inputs, train.targets,
+                              steps=config.train_steps, lr=config.lr,
+                              batch_size=config.batch_size, seed=seed, yield_at=(0,))
+        for step, theta in traj:
+            stage = "init" if step == 0 else "trained"
+            q = clustering(net, theta, probe.inputs, probe.targets, train.num_classes,
+                           chunk_size=config.chunk_size)
+            acc, loss = accuracy_and_loss(net, theta, train.inputs, train.targets)
+            rows.append({"dataset": ds_name, "model": model_name, "activation": act,
+                         "seed": seed, "stage": stage, "step": step, **q.as_dict(),
+                         "pairs_slsc": q.pairs_slsc, "pairs_sl": q.pairs_sl,
+                         "pairs_dl": q.pairs_dl, "train_accuracy": acc, "train_loss": loss,
+                         "num_params": sum(t.numel() for t in theta.values()),
+                         "num_samples": len(probe)})
+            if config.train_steps == 0:
+                break
+    table = pd.DataFrame(rows)
+    ctx.record("summary", summarise(table))
+    return table
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    """Ordering check per setting and the q values (mean over seeds)."""
+    keys = ["dataset", "model", "activation", "stage"]
+    g = table.groupby(keys)[["q_slsc", "q_sl", "q_dl", "train_accuracy"]].mean()
+    ordered = (g["q_slsc"] > g["q_sl"]) & (g["q_sl"] > g["q_dl"])
+    return {
+        "settings": int(len(g)),
+        "ordering_holds": int(ordered.sum()),
+        "max_abs_q_dl": float(g["q_dl"].abs().max()),
+        "q": {"/".join(map(str, k)): [round(float(v), 4) for v in row[["q_slsc", "q_sl",
+                                                                       "q_dl"]]]
+              for k, row in g.iterrows()},
+        "trained_accuracy": {"/".join(map(str, k[:3])): round(float(v), 4)
+                             for k, v in g["train_accuracy"].items() if k[3] == "trained"},
+    }
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    datasets = list(dict.fromkeys(table["dataset"]))
+    combos = list(dict.fromkeys(zip(table["model"], table["activation"])))
+    stages = [s for s in STAGES if s in set(table["stage"])]
+    fig, axes = new_figure(len(combos), len(datasets), width=2.5, height=2.3, sharey=True)
+    metrics = [("q_slsc", r"$q_{SLSC}$"), ("q_sl", r"$q_{SL}$"), ("q_dl", r"$q_{DL}$")]
+    colors = {"init": "C0", "trained": "C1"}
+    width = 0.8 / max(len(stages), 1)
+    x = np.arange(len(metrics))
+    for r, ds in enumerate(datasets):
+        for c, (model, act) in enumerate(combos):
+            ax = axes[r][c]
+            sub = table[(table["dataset"] == ds) & (table["model"] == model)
+                        & (table["activation"] == act)]
+            accs = []
+            for i, stage in enumerate(stages):
+                st = sub[sub["stage"] == stage]
+                if st.empty:
+                    continue
+                means = [float(st[m].mean()) for m, _ in metrics]
+                errs = ([float(st[m].std()) for m, _ in metrics]
+                        if st["seed"].nunique() > 1 else None)
+                accs.append(f"{100 * float(st['train_accuracy'].mean()):.0f}%")
+                ax.bar(x + (i - (len(stages) - 1) / 2) * width, means, width, yerr=errs,
+                       color=colors.get(stage, f"C{i}"), capsize=2,
+                       label=stage if (r, c) == (0, 0) else None)
+            ax.axhline(0, color="0.3", linewidth=0.8)
+            ax.set_xticks(x, [lab for _, lab in metrics])
+            ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.0)
+            ax.set_title(f"{ds}: {model}, {act}\ntrain acc " + " → ".join(accs), fontsize=8.5)
+            ax.grid(axis="x", visible=False)
+            if c == 0:
+                ax.set_ylabel("mean cosine")
+    fig.legend(loc="upper right", ncol=len(stages), fontsize=8, frameon=False,
+               title="network", title_fontsize=8)
+    fig.suptitle("Clustering of logit gradients: same logit & class > same logit > "
+                 "different logits ≈ 0", fontsize=10, x=0.4)
+    return save_figure(fig, fig_dir, "logit_clustering")
+
+
+register(Experiment(
+    id="logit-clustering",
+    paper="P2",
+    summary="q_SLSC > q_SL > q_DL ~ 0: cosines of per-sample logit gradients of MLPs and CNNs "
+            "(ReLU, tanh) at init and after training, on real data",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))
