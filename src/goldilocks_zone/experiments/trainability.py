@@ -147,11 +147,14 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     runs = [(seed, scale) for seed in config.seeds for scale in config.scales]
     summary_rows = []
     fingerprint = None
+    problems: dict[int, Any] = {}  # GD never modifies the model: one build per seed
     for seed, scale in ctx.progress(runs, total=len(runs), desc="trainability"):
-        problem = load_problem(model=config.model, dataset=config.dataset,
-                               num_samples=config.num_samples, seed=seed, dtype=config.dtype,
-                               device=config.device, activation=config.activation,
-                               init=config.init, data_seed=config.data_seed)
+        if seed not in problems:
+            problems[seed] = load_problem(
+                model=config.model, dataset=config.dataset, num_samples=config.num_samples,
+                seed=seed, dtype=config.dtype, device=config.device,
+                activation=config.activation, init=config.init, data_seed=config.data_seed)
+        problem = problems[seed]
         fingerprint = getattr(problem.dataset, "fingerprint", None)
         depth = config.depth
         if depth is None:

@@ -79,7 +79,7 @@ class Config:
     num_samples: int = field(
         default=5000, metadata={"help": "points per data set in part (a) (capped by the data)"})
     imbalance_ratio: float = field(
-        default=10.0, metadata={"help": "largest/smallest class of the imbalanced sets"})
+        default=100.0, metadata={"help": "largest/smallest class of the imbalanced sets"})
     reference_scale: float = field(
         default=1.0, metadata={"help": "alpha of the reference init in (a); 0 to skip"})
     uniform_scale: float | None = field(
@@ -415,6 +415,40 @@ def prior_fits(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def cosine_groups(names: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Pairs of part (a) grouped by what Eq. 10 predicts for them: two samples of one
+    distribution; different distributions with balanced priors; different distributions
+    sharing the same imbalanced prior."""
+    same = [(names[0], names[1])]
+    others = [n for n in names[2:] if "imb×" not in n]  # other distributions, balanced
+    imbalanced = [n for n in names if "imb×" in n]
+    cross = [(names[0], b) for b in others]
+    cross += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+    shared = [(a, b) for i, a in enumerate(imbalanced) for b in imbalanced[i + 1:]]
+    return {"same distribution": same, "different data, balanced": cross,
+            "different data, same imbalanced prior": shared}
+
+
+def cosine_summary(table: pd.DataFrame, names: list[str]) -> dict[str, str]:
+    """Mean cosine of each group of :func:`cosine_groups`, per scale kind."""
+    cos = table[table["part"] == "cosine"]
+    lookup = {(r.scale_kind, r.dataset_a, r.dataset_b): r.cosine for r in cos.itertuples()}
+    out = {}
+    for kind in ("reference", "uniform"):
+        sel = cos[cos["scale_kind"] == kind]
+        if not len(sel):
+            continue
+        parts = []
+        for group, pairs in cosine_groups(names).items():
+            values = [lookup.get((kind, a, b), lookup.get((kind, b, a), math.nan))
+                      for a, b in pairs]
+            values = [v for v in values if math.isfinite(v)]
+            if values:
+                parts.append(f"{group} {np.mean(values):+.2f}")
+        out[f"{kind} init (alpha={float(sel['scale'].iloc[0]):.3g})"] = "; ".join(parts)
+    return out
+
+
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
     from goldilocks_zone.curvature import random_basis
@@ -454,11 +488,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
             f"slope {fit['slope']:.4g} (predicted {fit['predicted_slope']:.4g}, centred "
             f"{fit['predicted_slope_centered']:.4g}), intercept {fit['intercept']:.3g} "
             f"({100 * fit['intercept_ratio']:.1f}% of a typical value), R² {fit['r2']:.3f}")
-    cos = table[(table["part"] == "cosine") & (table["dataset_a"] != table["dataset_b"])]
-    for kind, rows_k in cos.groupby("scale_kind"):
-        mean = rows_k.groupby(["dataset_a", "dataset_b"])["cosine"].mean()
-        pairs = ", ".join(f"{a} vs {b}: {v:.2f}" for (a, b), v in mean.items())
-        summary[f"cosines at {kind} scale (alpha={rows_k['scale'].iloc[0]:.3g})"] = pairs
+    for kind, text in cosine_summary(table, list(sets)).items():
+        summary[f"gradient cosines, {kind}"] = text
     ctx.record("fits", fits)
     ctx.record("summary", summary)
     return table
