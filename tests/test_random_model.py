@@ -191,3 +191,16 @@ def test_curvature_rises_then_falls_with_sigma_z():
     assert pts[0].stats["mean_entropy"] == pytest.approx(math.log(10), rel=1e-3)
     assert pts[-1].stats["mean_entropy"] < 1e-3
     assert {round(p.params.sigma_c / p.params.sigma_e, 12) for p in pts} == {0.5}
+
+
+def test_simulate_logits_is_the_cheap_path_to_the_same_logits():
+    z, y = rm.simulate_logits(SMALL, seed=4)
+    s = rm.simulate(SMALL, seed=4)
+    torch.testing.assert_close(z, s.logits, rtol=0, atol=0)
+    assert torch.equal(y, s.labels)
+    # the margin shifts only the true class's logit, by label_margin * sigma_z on average
+    big = SMALL.replace(num_samples=20000)
+    z, y = rm.simulate_logits(big, seed=0)
+    true = z.gather(1, y[:, None]).mean()
+    other = (z.sum() - z.gather(1, y[:, None]).sum()) / (z.numel() - y.numel())
+    assert float(true - other) == pytest.approx(big.label_margin * big.sigma_z, abs=0.05)

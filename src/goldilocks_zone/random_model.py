@@ -88,6 +88,7 @@ __all__ = [
     "logit_gradient_cosines",
     "sigma_z_sweep",
     "simulate",
+    "simulate_logits",
 ]
 
 #: Default relative gap that separates the top group of outliers from what lies below it.
@@ -314,6 +315,18 @@ def simulate(params: RandomModelParams | None = None, *, seed: int = 0,
     return RandomModelSample(params=params, labels=d.labels, logits=z, probs=probs,
                              logit_gradients=jac, gradient=grad, g_term=g, h_term=h,
                              hessian=g + h)
+
+
+def simulate_logits(params: RandomModelParams | None = None, *, seed: int = 0
+                    ) -> tuple[Tensor, Tensor]:
+    """Only the logits (N, K) and labels (N,) of the model — no gradients or Hessians, so
+    cheap at any ``dim``; identical to :func:`simulate`'s logits for the same ``seed``."""
+    params = params or RandomModelParams()
+    labels = torch.arange(params.num_samples) % params.num_classes
+    xi = torch.randn(params.num_samples, params.num_classes, generator=_gen(_streams(seed)[0]),
+                     dtype=torch.float64)
+    onehot = torch.nn.functional.one_hot(labels, params.num_classes).to(torch.float64)
+    return params.sigma_z * (xi + params.label_margin * onehot), labels
 
 
 # --------------------------------------------------------------------------- spectrum analysis
