@@ -139,12 +139,21 @@ def _print_summary(table, manifest: dict, out: Path) -> None:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from goldilocks_zone.experiments.runner import replot
+    import json
 
+    from goldilocks_zone.experiments.runner import MANIFEST, replot
+
+    manifest = Path(args.dir) / MANIFEST
     try:
-        paths = replot(args.dir)
-    except FileNotFoundError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        if manifest.exists() and json.loads(manifest.read_text()).get("kind") == "sweep":
+            from goldilocks_zone.sweep.collect import collect
+
+            collect(args.dir)  # a sweep folder: merge its points and redraw per group
+            paths = sorted((Path(args.dir) / "figures").rglob("*.png"))
+        else:
+            paths = replot(args.dir)
+    except (FileNotFoundError, KeyError) as exc:
+        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
     for p in paths:
         print(p)
     return 0
