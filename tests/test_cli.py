@@ -1,0 +1,92 @@
+"""The command line: list, run (options, --quick, TOML config, errors), plot."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from goldilocks_zone.cli import main
+from goldilocks_zone.experiments import names
+
+TINY = ["--model", "demo", "--dataset", "circles", "--num-samples", "150", "--dim", "6",
+        "--seeds", "0", "--per-decade", "1", "--no-progress"]
+
+
+def test_list_names_every_experiment_model_and_dataset(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in names():
+        assert name in out
+    for name in ("lenet-300-100", "fashion-mnist", "circles"):
+        assert name in out
+
+
+def test_run_help_lists_the_experiments_parameters(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "scale-sweep", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--num-samples" in out and "--per-decade" in out and "--quick" in out
+
+
+def test_run_writes_tidy_results_manifest_and_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "scale-sweep", *TINY, "--log10-range=-2,2", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert list(table["scale"]) == pytest.approx([0.01, 0.1, 1.0, 10.0, 100.0])
+    assert {"positive_curvature", "fraction_positive", "spectral_norm", "top_eigenvalue",
+            "seed", "dim"} <= set(table.columns)
+    assert pd.read_parquet(out / "results.parquet").shape == table.shape
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["experiment"] == "scale-sweep"
+    assert manifest["config"]["dim"] == 6 and manifest["config"]["model"] == "demo"
+    assert manifest["versions"]["torch"]
+    assert manifest["provenance"]["dataset"]["fingerprint"]
+    assert manifest["timings"]["run_seconds"] > 0
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert pngs and all(p.with_suffix(".pdf").exists() for p in pngs)
+    printed = capsys.readouterr().out
+    assert "results.csv" in printed and ".png" in printed
+
+    # plot redraws from the saved table alone
+    for p in pngs:
+        p.unlink()
+    assert main(["plot", str(out)]) == 0
+    assert sorted((out / "figures").glob("*.png")) == pngs
+
+
+def test_toml_config_and_explicit_options(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[config]\nmodel = "demo"\ndataset = "circles"\nnum_samples = 120\n'
+                   'dim = 4\nseeds = [3]\nper_decade = 1\nlog10_range = [-1.0, 1.0]\n')
+    out = tmp_path / "run"
+    assert main(["run", "scale-sweep", "--config", str(cfg), "--dim", "5", "--no-progress",
+                 "--no-plot", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["dim"] == 5  # the explicit option wins over the file
+    assert manifest["config"]["seeds"] == [3] and manifest["config"]["num_samples"] == 120
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "no-such-experiment", "--out", "x"], "unknown experiment"),
+    (["run", "scale-sweep", "--dim", "many", "--out", "x"], "expects an integer"),
+    (["run", "scale-sweep", "--seeds", "0,0", "--out", "x"], "distinct"),
+])
+def test_bad_options_fail_with_clear_messages(argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert message in str(exc.value)
+
+
+def test_plot_of_a_folder_without_results_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["plot", str(tmp_path)])
+    assert "not a results folder" in str(exc.value)
+
+
+def test_console_entry_point_runs():
+    res = subprocess.run([sys.executable, "-m", "goldilocks_zone.cli", "list"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "scale-sweep" in res.stdout
