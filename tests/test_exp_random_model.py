@@ -49,3 +49,33 @@ def test_config_validation():
         exp.default_config(log10_sigma_z=(2.0, 1.0))
     with pytest.raises(ValueError, match="sigma_c"):
         exp.default_config(sigma_c=-1.0)
+
+
+@pytest.mark.slow
+def test_hessian_spectrum_of_a_network_beside_the_random_model(tmp_path):
+    """The full-space spectrum of a small trained MLP on real digits: SLQ density normalised,
+    Lanczos outliers above the bulk holding much of the gradient; the SLQ estimate of the
+    random model's trace agrees with the exact one."""
+    out = tmp_path / "hs"
+    table, _ = run_experiment(
+        "hessian-spectrum", out_dir=out, quick=True, show_progress=False,
+        overrides={"num_samples": 200, "train_samples": 600, "train_steps": 150,
+                   "widths": (16,), "num_probes": 4, "num_steps": 30, "top_k": 15,
+                   "lanczos_iterations": 60, "random_dim": 500})
+    dens = table[table["section"] == "density"]
+    for (_, _), g in dens.groupby(["source", "stage"]):
+        g = g.sort_values("eigenvalue")
+        assert np.trapezoid(g["density"], g["eigenvalue"]) == pytest.approx(1.0, abs=0.02)
+    st = table[table["section"] == "stats"].set_index(["source", "stage"])
+    trained = st.loc[("network", "trained")]
+    assert trained["num_outliers"] >= 1 and trained["gradient_power_top_c"] > 0.3
+    assert trained["accuracy"] > 0.8
+    slq = st.loc[("random-model (SLQ)", "random model")]
+    assert abs(slq["trace"] - slq["exact_trace"]) < 4 * slq["trace_std_error"]
+    assert st.loc[("random-model", "random model"), "num_outliers"] == 10
+    # Lanczos eigenvalues are sorted and the top one bounds the SLQ nodes' support
+    top = table[(table["section"] == "top") & (table["source"] == "network")]
+    for _, g in top.groupby("stage"):
+        lam = g.sort_values("index")["eigenvalue"].to_numpy()
+        assert (np.diff(lam) <= 1e-9 * abs(lam[0])).all()
+    assert (out / "figures" / "hessian_spectrum.png").stat().st_size > 20_000

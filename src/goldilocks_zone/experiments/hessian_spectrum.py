@@ -1,0 +1,297 @@
+r"""``hessian-spectrum`` (P2 Fig. 5 beside a real network): the full-space Hessian spectrum of
+a small network — a bulk plus outliers — next to the random model's.
+
+Protocol. Build a small MLP on real data (float64) and, at initialisation and after a short
+minibatch-SGD training, estimate the spectral density of the full Hessian
+:math:`\nabla^2 L \in \mathbb R^{D\times D}` by stochastic Lanczos quadrature
+(:func:`goldilocks_zone.slq.stochastic_lanczos_quadrature` on
+:func:`goldilocks_zone.hessian_vector_product`, ``num_probes`` probes of ``num_steps`` steps) and
+its ``top_k`` largest eigenpairs by Lanczos (:func:`goldilocks_zone.hessian_top_eigenpairs`);
+record the cosine between the loss gradient and each top eigenvector. Beside it, the random
+model (:mod:`goldilocks_zone.random_model`, default parameters) with its exact spectrum — and its
+SLQ estimate, as a check of the estimator on a known spectrum.
+
+Outliers of the network are counted with the random model's gap rule
+(:func:`goldilocks_zone.random_model.count_outliers`), the bulk edge being the smallest of the
+``top_k`` computed eigenvalues (``top_k`` ≫ C, so it lies in the bulk).
+
+Expected: for both, a bulk concentrated near zero with a few outliers (about C after training)
+far above it, and much of the gradient in the top eigenvectors.
+
+The table's ``section`` column: ``density`` (one row per grid point, stage and source),
+``top`` (one row per top eigenvalue) and ``stats`` (one row per stage and source).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from goldilocks_zone.experiments.base import Experiment, RunContext, register
+
+SOURCES = ("network", "random-model", "random-model (SLQ)")
+
+
+@dataclass
+class Config:
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
+    model: str = field(default="mlp", metadata={"help": "model registry name"})
+    widths: tuple[int, ...] = field(default=(32,),
+                                    metadata={"help": "hidden widths (mlp only)"})
+    activation: str = field(default="relu", metadata={"help": "hidden activation"})
+    bias: bool = field(default=True, metadata={"help": "layers with biases"})
+    num_samples: int = field(default=1000, metadata={"help": "samples the loss averages over"})
+    train_samples: int = field(default=5000, metadata={"help": "training set size"})
+    train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
+    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
+    num_probes: int = field(default=10, metadata={"help": "SLQ probes"})
+    num_steps: int = field(default=80, metadata={"help": "Lanczos steps per SLQ probe"})
+    top_k: int = field(default=30, metadata={"help": "top eigenpairs by Lanczos"})
+    lanczos_iterations: int = field(default=150, metadata={"help": "Lanczos iterations"})
+    bandwidth: float = field(
+        default=0.01, metadata={"help": "density smoothing, a fraction of the spectral range"})
+    grid_points: int = field(default=400, metadata={"help": "density grid points"})
+    seed: int = field(default=0, metadata={"help": "model/training/probe seed"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
+    random_dim: int = field(default=1000, metadata={"help": "random model's D"})
+
+    def validate(self) -> None:
+        if self.num_probes < 1 or self.num_steps < 2:
+            raise ValueError("num_probes >= 1 and num_steps >= 2 needed")
+        if self.top_k < 2:
+            raise ValueError(f"top_k must be >= 2, got {self.top_k}")
+        if not 0 < self.bandwidth < 1:
+            raise ValueError(f"bandwidth must be a fraction in (0, 1), got {self.bandwidth}")
+        if self.train_steps < 0 or self.num_samples < 2:
+            raise ValueError("train_steps >= 0 and num_samples >= 2 needed")
+
+
+QUICK = {"dataset": "digits", "num_samples": 500, "train_samples": 1000, "train_steps": 300,
+         "num_probes": 6, "num_steps": 50, "top_k": 25, "lanczos_iterations": 100,
+         "random_dim": 500}
+
+
+def _grid(nodes: torch.Tensor, config: Config) -> tuple[torch.Tensor, float]:
+    lo, hi = float(nodes.min()), float(nodes.max())
+    h = config.bandwidth * max(hi - lo, 1e-12)
+    return torch.linspace(lo - 4 * h, hi + 4 * h, config.grid_points, dtype=torch.float64), h
+
+
+def _density_rows(grid: torch.Tensor, dens: torch.Tensor, **keys: Any) -> list[dict[str, Any]]:
+    return [{"section": "density", **keys, "eigenvalue": float(x), "density": float(d)}
+            for x, d in zip(grid, dens)]
+
+
+def _top_rows(eigs: torch.Tensor, cos: torch.Tensor, **keys: Any) -> list[dict[str, Any]]:
+    return [{"section": "top", **keys, "index": i + 1, "eigenvalue": float(eigs[i]),
+             "cosine": float(cos[i])} for i in range(eigs.numel())]
+
+
+def _stats_row(eigs: torch.Tensor, cos: torch.Tensor, trace: tuple[float, float],
+               num_classes: int, **keys: Any) -> dict[str, Any]:
+    from goldilocks_zone.random_model import count_outliers
+
+    out = count_outliers(eigs, float(eigs.min()))
+    return {"section": "stats", **keys, "num_classes": num_classes,
+            "num_outliers": out.num_outliers,
+            "gap_ratio": out.gap_ratio, "top_eigenvalue": float(eigs.max()),
+            "trace": trace[0], "trace_std_error": trace[1],
+            "gradient_power_top_c": float(cos[:num_classes].pow(2).sum()),
+            "gradient_power_top_k": float(cos.pow(2).sum())}
+
+
+def run(config: Config, ctx: RunContext) -> pd.DataFrame:
+    from goldilocks_zone import (
+        hessian_top_eigenpairs,
+        hessian_vector_product,
+        loss_gradient,
+    )
+    from goldilocks_zone import models as model_lib
+    from goldilocks_zone import random_model as rm
+    from goldilocks_zone.experiments.logit_clustering import (
+        accuracy_and_loss,
+        load_split,
+        model_params,
+        sgd_trajectory,
+    )
+    from goldilocks_zone.slq import gaussian_density, stochastic_lanczos_quadrature
+
+    dtype = torch.float64
+    train, probe = load_split(config.dataset, train_samples=config.train_samples,
+                              probe_samples=config.num_samples, data_seed=config.data_seed,
+                              dtype=dtype)
+    kwargs = {"widths": tuple(config.widths)} if config.model == "mlp" else {}
+    net = model_lib.create(config.model, tuple(train.input_shape), train.num_classes,
+                           activation=config.activation, bias=config.bias, seed=config.seed,
+                           **kwargs).to(dtype)
+    dim = sum(p.numel() for p in net.parameters())
+    c = train.num_classes
+    ctx.record("network", {"model": config.model, "num_params": dim, "dataset": config.dataset,
+                           "num_samples": len(probe), "fingerprint": probe.fingerprint})
+    data = probe.data
+    rows: list[dict[str, Any]] = []
+    traj = sgd_trajectory(net, model_params(net), train.inputs, train.targets,
+                          steps=config.train_steps, lr=config.lr,
+                          batch_size=config.batch_size, seed=config.seed, yield_at=(0,))
+    for step, theta in ctx.progress(traj, total=2 if config.train_steps else 1,
+                                    desc="hessian-spectrum"):
+        stage = "init" if step == 0 else "trained"
+        acc, loss = accuracy_and_loss(net, theta, *data)
+        res = stochastic_lanczos_quadrature(
+            lambda v, theta=theta: hessian_vector_product(net, data, v, params=theta), dim,
+            num_probes=config.num_probes, num_steps=config.num_steps, seed=config.seed)
+        pairs = hessian_top_eigenpairs(net, data, k=config.top_k, params=theta,
+                                       max_iterations=config.lanczos_iterations, tol=1e-6,
+                                       seed=config.seed)
+        g = loss_gradient(net, data, params=theta)
+        cos = (pairs.eigenvectors.T.to(torch.float64) @ g) / g.norm()
+        keys = {"stage": stage, "source": "network", "step": step}
+        grid, h = _grid(torch.cat([res.nodes.reshape(-1), pairs.eigenvalues]), config)
+        rows += _density_rows(grid, res.density(grid, h), **keys)
+        rows += _top_rows(pairs.eigenvalues, cos, **keys)
+        rows.append({**_stats_row(pairs.eigenvalues, cos, res.trace(), c, **keys),
+                     "accuracy": acc, "loss": loss, "dim": dim,
+                     "lanczos_converged": bool(pairs.converged)})
+        if config.train_steps == 0:
+            break
+    # the random model beside it: exact spectrum, and SLQ of the same matrix
+    params = rm.RandomModelParams(dim=config.random_dim, num_classes=c)
+    sample = rm.simulate(params, seed=config.seed)
+    ov = rm.gradient_overlap(sample.hessian, sample.gradient)
+    exact = ov.eigenvalues
+    h_mat = sample.hessian
+    res = stochastic_lanczos_quadrature(lambda v: h_mat @ v, params.dim,
+                                        num_probes=config.num_probes,
+                                        num_steps=config.num_steps, seed=config.seed)
+    grid, h = _grid(exact, config)
+    keys = {"stage": "random model", "step": -1}
+    rows += _density_rows(grid, gaussian_density(exact, grid, h), source="random-model", **keys)
+    rows += _density_rows(grid, res.density(grid, h), source="random-model (SLQ)", **keys)
+    k = min(config.top_k, params.dim)
+    rows += _top_rows(exact[:k], ov.cosines[:k], source="random-model", **keys)
+    edge = rm.bulk_edge(params, seed=config.seed)
+    rm_out = rm.count_outliers(exact, edge)
+    rows.append({**_stats_row(exact[:k], ov.cosines[:k], (float(exact.sum()), 0.0), c,
+                              source="random-model", **keys),
+                 "num_outliers": rm_out.num_outliers, "gap_ratio": rm_out.gap_ratio,
+                 "accuracy": sample.accuracy, "loss": sample.loss, "dim": params.dim})
+    rows.append({**_stats_row(exact[:k], ov.cosines[:k], res.trace(), c,
+                              source="random-model (SLQ)", **keys), "dim": params.dim,
+                 "exact_trace": float(exact.sum())})
+    table = pd.DataFrame(rows)
+    ctx.record("summary", summarise(table))
+    return table
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    st = table[table["section"] == "stats"]
+    out: dict[str, Any] = {}
+    for _, r in st.iterrows():
+        name = f"{r['source']} ({r['stage']})" if r["source"] == "network" else r["source"]
+        out[name] = {"num_outliers": int(r["num_outliers"]),
+                     "top_eigenvalue": round(float(r["top_eigenvalue"]), 6),
+                     "gradient_power_top_c": round(float(r["gradient_power_top_c"]), 4),
+                     "trace": [round(float(r["trace"]), 6),
+                               round(float(r["trace_std_error"]), 6)]}
+    slq = st[st["source"] == "random-model (SLQ)"]
+    if not slq.empty and "exact_trace" in slq:
+        r = slq.iloc[0]
+        out["slq_trace_error_in_std_errors"] = float(
+            abs(r["trace"] - r["exact_trace"]) / max(r["trace_std_error"], 1e-300))
+    return out
+
+
+# --------------------------------------------------------------------------- figure
+
+
+def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+
+    dens = table[table["section"] == "density"]
+    top = table[table["section"] == "top"]
+    st = table[table["section"] == "stats"]
+    fig, axes = new_figure(4, 1, width=3.1, height=2.7)
+    stage_color = {"init": "C0", "trained": "C1", "random model": "C3"}
+
+    ax = axes[0][0]
+    net = dens[dens["source"] == "network"]
+    for stage, g in net.groupby("stage", sort=False):
+        ax.plot(g["eigenvalue"], g["density"].clip(lower=1e-8), color=stage_color[stage],
+                label=f"{stage} (SLQ)")
+        t = top[(top["source"] == "network") & (top["stage"] == stage)]
+        ax.plot(t["eigenvalue"], np.full(len(t), 2e-8 if stage == "init" else 8e-8), "|",
+                color=stage_color[stage], markersize=7)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-8, None)
+    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
+    ax.set_ylabel("spectral density")
+    ax.set_title("(a) network: full-space spectrum", fontsize=9)
+    ax.legend(fontsize=7)
+
+    ax = axes[0][1]
+    rnd = dens[dens["source"].str.startswith("random-model")]
+    for src, g in rnd.groupby("source", sort=False):
+        ax.plot(g["eigenvalue"], g["density"].clip(lower=1e-8),
+                color="C3" if src == "random-model" else "0.3",
+                linestyle="-" if src == "random-model" else "--",
+                label="exact" if src == "random-model" else "SLQ estimate")
+    t = top[top["source"] == "random-model"]
+    ax.plot(t["eigenvalue"], np.full(len(t), 2e-8), "|", color="C3", markersize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-8, None)
+    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
+    ax.set_title("(b) random model", fontsize=9)
+    ax.legend(fontsize=7)
+
+    ax = axes[0][2]
+    for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
+            ["source", "stage"], sort=False):
+        g = g.sort_values("index")
+        lam = g["eigenvalue"].to_numpy()
+        n_out = st[(st["source"] == src) & (st["stage"] == stage)]["num_outliers"]
+        lab = f"{'network, ' + stage if src == 'network' else 'random model'}"
+        if not n_out.empty:
+            lab += f" ({int(n_out.iloc[0])} outliers)"
+        ax.plot(g["index"], lam / lam[0], "o-", markersize=2.5, color=stage_color[stage],
+                label=lab)
+    ax.set_yscale("log")
+    if not st.empty:
+        ax.axvline(float(st["num_classes"].iloc[0]), color="0.5", linestyle=":",
+                   linewidth=0.8)
+    ax.set_xlabel("eigenvalue index $i$")
+    ax.set_ylabel(r"$\lambda_i / \lambda_1$")
+    ax.set_title("(c) top eigenvalues (Lanczos / exact)", fontsize=9)
+    ax.legend(fontsize=6.5)
+
+    ax = axes[0][3]
+    for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
+            ["source", "stage"], sort=False):
+        g = g.sort_values("index")
+        ax.plot(g["index"], np.cumsum(g["cosine"].to_numpy() ** 2), "o-", markersize=2.5,
+                color=stage_color[stage],
+                label="random model" if src == "random-model" else f"network, {stage}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("eigenvalue index $i$")
+    ax.set_ylabel(r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$")
+    ax.set_title("(d) gradient power in the top eigenvectors", fontsize=9)
+    ax.legend(fontsize=7)
+    return save_figure(fig, fig_dir, "hessian_spectrum")
+
+
+register(Experiment(
+    id="hessian-spectrum",
+    paper="P2",
+    summary="full-space Hessian spectrum of a small network (SLQ density, Lanczos outliers, "
+            "gradient overlap) beside the random model's",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    quick=QUICK,
+))
