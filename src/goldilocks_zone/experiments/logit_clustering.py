@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
+from goldilocks_zone.curvature.functional import evaluation_mode
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.common import torch_dtype
 
@@ -52,11 +53,14 @@ def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
 
 def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
                    steps: int, lr: float, batch_size: int, seed: int = 0,
-                   yield_at: Sequence[int] = ()) -> Iterator[tuple[int, Params]]:
+                   yield_at: Sequence[int] = (), train_mode: bool = False
+                   ) -> Iterator[tuple[int, Params]]:
     r"""Minibatch SGD :math:`\theta \leftarrow \theta - \eta \nabla_\theta \frac1B \sum_{b}
     \ell(x_b, y_b)` on functional parameters; batches drawn without replacement each epoch
     from ``seed``. Yields ``(step, params)`` at every step in ``yield_at`` (step 0 = the start)
-    and always at the last step; the yielded dicts are new tensors, never the model's."""
+    and always at the last step; the yielded dicts are new tensors, never the model's.
+    Gradients are taken in eval mode (``train_mode=False``) or train mode; the model's own
+    flags are restored after every step."""
     if steps < 0 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got steps={steps}, "
                          f"batch_size={batch_size}, lr={lr}")
@@ -73,45 +77,38 @@ def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Te
     theta = {k: v.detach().clone() for k, v in params.items()}
     order = torch.randperm(n, generator=gen)
     pos = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for step in range(steps + 1):
-            if step in wanted:
-                yield step, {k: v.clone() for k, v in theta.items()}
-            if step == steps:
-                break
-            if pos + bs > n:
-                order, pos = torch.randperm(n, generator=gen), 0
-            idx = order[pos:pos + bs].to(inputs.device)
-            pos += bs
+    for step in range(steps + 1):
+        if step in wanted:
+            yield step, {k: v.clone() for k, v in theta.items()}
+        if step == steps:
+            break
+        if pos + bs > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + bs].to(inputs.device)
+        pos += bs
+        with evaluation_mode(model, train_mode):
             g = step_grad(theta, inputs[idx], targets[idx])
-            theta = {k: theta[k] - lr * g[k] for k in theta}
-    finally:
-        model.train(was_training)
+        theta = {k: theta[k] - lr * g[k] for k in theta}
 
 
 def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
-                         chunk_size: int = 16) -> Iterator[Tensor]:
+                         chunk_size: int = 16, train_mode: bool = False) -> Iterator[Tensor]:
     r"""Per-sample logit Jacobians :math:`J_\mu = \partial z(x_\mu)/\partial\theta`, yielded in
     chunks of shape (B, K, D) (``parameters_to_vector`` order), by
-    ``vmap(jacrev(f))`` over the samples of each chunk."""
+    ``vmap(jacrev(f))`` over the samples of each chunk (eval mode unless ``train_mode``; the
+    model's flags are restored)."""
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
     def logits(p: Params, x: Tensor) -> Tensor:
         return functional_call(model, (p, buffers), (x[None],))[0]
 
     jac_fn = vmap(jacrev(logits), in_dims=(None, 0))
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, inputs.shape[0], chunk_size):
+    for start in range(0, inputs.shape[0], chunk_size):
+        with evaluation_mode(model, train_mode):
             jac = jac_fn(params, inputs[start:start + chunk_size])
-            b = inputs[start:start + chunk_size].shape[0]
-            k = next(iter(jac.values())).shape[1]
-            yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
-    finally:
-        model.train(was_training)
+        b = inputs[start:start + chunk_size].shape[0]
+        k = next(iter(jac.values())).shape[1]
+        yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
 
 
 def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor,
@@ -129,7 +126,8 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 
 def accuracy_and_loss(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
                       ) -> tuple[float, float]:
-    with torch.no_grad():
+    """Accuracy and mean cross-entropy at ``params`` (eval mode)."""
+    with torch.no_grad(), evaluation_mode(model, False):
         z = functional_call(model, params, (inputs,))
         return (float((z.argmax(-1) == targets).double().mean()),
                 float(nn.functional.cross_entropy(z, targets)))

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch.func import functional_call
 
+from goldilocks_zone.curvature.functional import evaluation_mode
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.common import log_grid, torch_dtype
 
@@ -162,7 +163,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                           lr=config.lr, batch_size=config.batch_size, seed=config.seed,
                           yield_at=steps)
     for step, theta in ctx.progress(traj, total=len(steps), desc="simplex: training"):
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(net, False):
             z = functional_call(net, theta, (probe.inputs,)).to(torch.float64)
         lengths = torch.cat([j.to(torch.float64).norm(dim=-1).reshape(-1)
                              for j in per_sample_jacobians(net, theta, jac_x)])
@@ -176,7 +177,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                      "mean_entropy": float(_entropy(z).mean()), "train_loss": loss,
                      "train_accuracy": acc})
         if step in stage_steps:
-            with torch.no_grad():
+            with torch.no_grad(), evaluation_mode(net, False):
                 z3 = functional_call(net, theta, (x3,))[:, cls]
             rows.extend(_simplex_rows(z3, y3_local, source="network", stage=f"step {step}",
                                       step=step, fraction=stage_steps[step]))
@@ -193,7 +194,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     for alpha in log_grid(float(config.log10_scale[0]), float(config.log10_scale[1]),
                           int(config.per_decade)):
         scaled = {n: alpha * t for n, t in theta0.items()}
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(net, False):
             z = functional_call(net, scaled, (probe.inputs,)).to(torch.float64)
         rows.append({"section": "radial", "source": "network", "scale": alpha,
                      "weight_norm": alpha * float(torch.cat([t.reshape(-1) for t in
