@@ -98,14 +98,14 @@ class Config:
 
 
 QUICK = {
-    "num_samples": 2000,
-    "test_samples": 2000,
+    "num_samples": 1000,
+    "test_samples": 1000,
     "scales": (0.01, 0.1, 1.0, 10.0, 100.0),
-    "steps": 200,
+    "steps": 150,
     "log_every": 10,
     "sharpness_every": 5,
-    "sharpness_samples": 500,
-    "sharpness_iterations": 12,
+    "sharpness_samples": 300,
+    "sharpness_iterations": 10,
 }
 
 
