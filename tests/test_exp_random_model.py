@@ -27,7 +27,7 @@ def test_random_model_experiment_end_to_end(tmp_path):
     margin = table[table["section"] == "margin"].set_index("label_margin")
     assert margin.loc[3.0, "gradient_power_top10"] > margin.loc[0.0, "gradient_power_top10"]
     sweep = table[table["section"] == "sigma_z"].sort_values("sigma_z")
-    assert len(sweep) == 7
+    assert len(sweep) == 8
     kappa = sweep["positive_curvature"].to_numpy()
     assert abs(kappa[0]) < 0.5 and abs(kappa[-1]) < 0.5 and kappa.max() > 5
     assert 0 < int(np.argmax(kappa)) < len(kappa) - 1

@@ -58,7 +58,7 @@ class Config:
     margins: tuple[float, ...] = field(
         default=(0.0, 1.0, 2.0, 3.0), metadata={"help": "label margins compared"})
     log10_sigma_z: tuple[float, ...] = field(
-        default=(-2.0, 4.0), metadata={"help": "log10 range of the sigma_z sweep"})
+        default=(-2.0, 5.0), metadata={"help": "log10 range of the sigma_z sweep"})
     per_decade: int = field(default=4, metadata={"help": "sigma_z grid points per decade"})
     gradient_growth: float = field(
         default=1.0, metadata={"help": "sigma_c, sigma_e grow as sigma_z**gradient_growth"})
