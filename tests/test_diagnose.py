@@ -1,4 +1,4 @@
-"""goldilocks_zone.diagnose and ``goldilocks diagnose`` on the demo model."""
+"""goldilocks_zone.diagnose (module goldilocks_zone.diagnosis) and ``goldilocks diagnose``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import goldilocks_zone
 from goldilocks_zone import data, models
 from goldilocks_zone.cli import main as cli
-from goldilocks_zone.diagnose import Diagnosis, diagnose, load_model
+from goldilocks_zone.diagnosis import Diagnosis, diagnose, load_model
 
 TEMPS = tuple(10.0 ** e for e in range(-6, 7))
 SCALES = tuple(10.0 ** (e / 2) for e in range(-4, 5))

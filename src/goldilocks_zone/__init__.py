@@ -27,6 +27,7 @@ from goldilocks_zone.curvature import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Diagnosis",
     "HessianEigenpairs",
     "ProjectedJacobians",
     "SpectrumStats",
@@ -51,8 +52,9 @@ __all__ = [
 
 def __getattr__(name: str):
     # The diagnostic sits above the core (it uses experiments' helpers); import it lazily.
-    if name == "diagnose":
-        from goldilocks_zone.diagnose import diagnose
+    if name in ("diagnose", "Diagnosis"):
+        from goldilocks_zone import diagnosis
 
-        return diagnose
+        globals().update(diagnose=diagnosis.diagnose, Diagnosis=diagnosis.Diagnosis)
+        return globals()[name]
     raise AttributeError(name)

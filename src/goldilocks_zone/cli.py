@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         return _cmd_run(argv[1:])
     if argv and argv[0] == "diagnose":
-        from goldilocks_zone.diagnose import cli_main
+        from goldilocks_zone.diagnosis import cli_main
 
         return cli_main(argv[1:])
     if argv and argv[0] in ("sweep", "collect"):

@@ -35,7 +35,6 @@ import inspect
 import json
 import math
 import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,16 +534,3 @@ def cli_main(argv: list[str]) -> int:
         print(f"\nreport:  {out / 'report.txt'}")
         print(f"figure:  {paths[0]}")
     return 0
-
-
-class _CallableModule(types.ModuleType):
-    """``goldilocks_zone.diagnose`` is both this module and the function :func:`diagnose`
-    (exported lazily by the package). Once the submodule has been imported, Python binds the
-    package attribute to the module; making the module callable keeps
-    ``goldilocks_zone.diagnose(model, data)`` working either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Diagnosis:
-        return diagnose(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
