@@ -17,22 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from goldilocks_zone._toml import read_toml
 from goldilocks_zone.experiments import base
-
-
-def _read_toml(path: str | Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    p = Path(path)
-    if not p.exists():
-        raise SystemExit(f"error: config file {p} does not exist")
-    with p.open("rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise SystemExit(f"error: {p} is not valid TOML: {exc}") from None
 
 
 def _describe_type(annotation: Any) -> str:
@@ -100,7 +86,7 @@ def _cmd_run(argv: list[str]) -> int:
     args = _run_parser(experiment).parse_args(argv[1:])
     values: dict[str, Any] = dict(experiment.quick) if args.quick else {}
     if args.config:
-        toml = _read_toml(args.config)
+        toml = read_toml(args.config, what="error: config file", error=SystemExit)
         values.update(toml.get("config", toml))
     for f in dataclasses.fields(experiment.config_cls):
         v = getattr(args, f.name)
