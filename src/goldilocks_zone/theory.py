@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.subspace import gauss_newton_product
+
 __all__ = [
     "RandomModelFit",
     "expected_g_curvature",
@@ -236,24 +238,21 @@ def gauss_newton_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     projected Jacobians ``(S, K, d)`` (already divided by the temperature, so the
     :math:`1/T^2` is included) and softmax outputs ``probs`` ``(S, K)``; returns ``(d, d)``.
 
-    Computed as a weighted covariance of the logit gradients :math:`j_k` (rows of
-    :math:`J_sR`), centred on the most probable class :math:`t`:
-    :math:`J^\top M J = \sum_k p_k (\delta_k - \bar\delta)(\delta_k - \bar\delta)^\top` with
-    :math:`\delta_k = j_k - j_t`, :math:`\bar\delta = \sum_k p_k\delta_k`. Each term is PSD, and
-    for confident outputs (:math:`p_t \to 1`) the tiny true value is not swamped by the
-    round-off of :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`, whose two terms
-    nearly cancel. No ``K x K`` matrices are formed.
+    Computed by the curvature engine's
+    :func:`goldilocks_zone.curvature.subspace.gauss_newton_product`, a weighted covariance of
+    the logit gradients :math:`j_k` (rows of :math:`J_sR`):
+    :math:`J^\top M J = \sum_k p_k (j_k - \bar j)(j_k - \bar j)^\top` with
+    :math:`\bar j = \sum_k p_k j_k`. Each term is PSD, and for confident outputs
+    (:math:`p_t \to 1`) the tiny true value is not swamped by the round-off of
+    :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`, whose two terms nearly
+    cancel. No ``K x K`` matrices are formed.
     """
     if jacobians.ndim != 3 or probs.shape != jacobians.shape[:2]:
         raise ValueError(f"expected jacobians (S, K, d) and probs (S, K); got "
                          f"{tuple(jacobians.shape)} and {tuple(probs.shape)}")
     probs = probs.to(jacobians.dtype)
-    num_samples = jacobians.shape[0]
-    top = probs.argmax(dim=-1)  # (S,)
-    ref = jacobians[torch.arange(num_samples, device=jacobians.device), top]  # (S, d)
-    delta = jacobians - ref.unsqueeze(1)  # (S, K, d), zero row at the top class
-    centred = delta - torch.einsum("sk,skd->sd", probs, delta).unsqueeze(1)
-    return torch.einsum("skd,sk,ske->de", centred, probs, centred) / num_samples
+    # the engine's layout: tangents (d, S, K)
+    return gauss_newton_product(jacobians.permute(2, 0, 1), probs) / jacobians.shape[0]
 
 
 def expected_projected_gradient(logit_mean: Tensor, mean_probs: Tensor, prior: Tensor) -> Tensor:

@@ -106,13 +106,15 @@ def softmax_residual(z: Tensor, y: Tensor) -> Tensor:
     return torch.where(is_true, -others, probs)
 
 
-def _gauss_newton_sum(zt: Tensor, probs: Tensor) -> Tensor:
-    r""":math:`\sum_s A_s^\top (\mathrm{diag}\,p_s - p_s p_s^\top) A_s` for tangents
-    ``zt`` (d, B, K) = :math:`(A_s)` and ``probs`` (B, K).
+def gauss_newton_product(zt: Tensor, probs: Tensor) -> Tensor:
+    r""":math:`\sum_s A_s^\top (\mathrm{diag}\,p_s - p_s p_s^\top) A_s` (d, d) for logit
+    tangents ``zt`` (d, B, K), ``zt[i, s, k]`` = entry ``(k, i)`` of :math:`A_s = J_s R`
+    (``K x d``), and softmax outputs ``probs`` (B, K); a sum over samples, not a mean.
 
     Uses the centred (weighted-covariance) form
-    :math:`\sum_k p_k (a_k - \bar a)(a_k - \bar a)^\top`, :math:`\bar a = \sum_k p_k a_k`,
-    which has no cancellation when the softmax saturates and is PSD by construction."""
+    :math:`\sum_k p_k (a_k - \bar a)(a_k - \bar a)^\top`, :math:`\bar a = \sum_k p_k a_k`
+    (:math:`a_k` = row ``k`` of :math:`A_s`), which has no cancellation when the softmax
+    saturates and is PSD by construction. No ``K x K`` matrices are formed."""
     centred = zt - (zt * probs).sum(-1, keepdim=True)  # (d, B, K)
     return torch.einsum("ibk,jbk->ij", centred * probs, centred)
 
@@ -199,7 +201,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             logp = torch.log_softmax(z, dim=-1)
             probs = logp.exp()
             hessian += h_t.to(torch.float64).cpu()
-            g_term += _gauss_newton_sum(z_t, probs).to(torch.float64).cpu()
+            g_term += gauss_newton_product(z_t, probs).to(torch.float64).cpu()
             grad += proj.to(torch.float64).cpu()
             loss_sum += float(-logp.gather(1, y[:, None]).sum())
             correct += int((z.argmax(-1) == y).sum())
@@ -300,7 +302,7 @@ def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
     for z, z_t, _ in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
                                      train_mode=train_mode):
-        g = _gauss_newton_sum(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
+        g = gauss_newton_product(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
         total = g if total is None else total + g
         n += z.shape[0]
     if total is None:
