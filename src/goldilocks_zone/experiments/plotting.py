@@ -36,10 +36,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 3.4, height: fl
     return fig, axes
 
 
-def save_figure(fig, fig_dir: Path, name: str) -> list[Path]:
-    """Save ``fig`` as ``fig_dir/name.png`` and ``.pdf``; close it; return both paths."""
+def save_figure(fig, fig_dir: Path, name: str, *, tight_layout: bool = True) -> list[Path]:
+    """Save ``fig`` as ``fig_dir/name.png`` and ``.pdf``; close it; return both paths.
+
+    ``tight_layout=False`` skips :meth:`Figure.tight_layout`, which does not cooperate with a
+    colorbar spanning several axes (the bounding box is still tight)."""
     fig_dir.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight_layout:
+        fig.tight_layout()
     paths = [fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"]
     for p in paths:
         fig.savefig(p, bbox_inches="tight")

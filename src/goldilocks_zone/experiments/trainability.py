@@ -272,8 +272,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
     fig.suptitle(f"Full-batch GD from scaled inits: {config.get('model')} on "
                  f"{config.get('dataset')}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
                  f"$\\eta_0$ = {config.get('base_lr')} (× = diverged)", fontsize=9)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    paths += _save_with_colorbar(fig, fig_dir, "trainability_curves")
+    paths += save_figure(fig, fig_dir, "trainability_curves", tight_layout=False)
 
     final = final_table(table)
     fig, axes = new_figure(1, 1, width=4.2, height=2.8)
@@ -294,17 +293,6 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                  fontsize=8)
     ax.legend(fontsize=7, loc="best")
     paths += save_figure(fig, fig_dir, "trainability_accuracy")
-    return paths
-
-
-def _save_with_colorbar(fig, fig_dir: Path, name: str) -> list[Path]:
-    # tight_layout does not cooperate with a colorbar spanning several axes; save directly.
-    import matplotlib.pyplot as plt
-
-    paths = [fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
-    plt.close(fig)
     return paths
 
 

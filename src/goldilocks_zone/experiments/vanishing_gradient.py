@@ -534,7 +534,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         if image is not None:
             fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
                          label=r"cosine of full-batch gradients")
-        paths += _save(fig, fig_dir, "gradient_cosines")
+        paths += save_figure(fig, fig_dir, "gradient_cosines", tight_layout=False)
 
     prior = table[table["part"] == "prior"]
     if len(prior):
@@ -579,17 +579,6 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                              fontsize=8)
                 ax.legend(fontsize=6, loc="upper left")
         paths += save_figure(fig, fig_dir, "gradient_vs_prior_mismatch")
-    return paths
-
-
-def _save(fig, fig_dir: Path, name: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    paths = [fig_dir / f"{name}.png", fig_dir / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
-    plt.close(fig)
     return paths
 
 
