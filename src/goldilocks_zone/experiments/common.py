@@ -64,6 +64,16 @@ def load_problem(*, model: str, dataset: str, num_samples: int | None, seed: int
                    targets=ds.targets.to(device=dev), num_classes=ds.num_classes, dataset=ds)
 
 
+def config_problem(config: Any, seed: int) -> Problem:
+    """:func:`load_problem` from an experiment config's ``model``, ``dataset``, ``num_samples``,
+    ``dtype``, ``device``, ``activation``, ``init`` and ``data_seed`` fields, the model built
+    with ``seed``."""
+    return load_problem(model=config.model, dataset=config.dataset,
+                        num_samples=config.num_samples, seed=seed, dtype=config.dtype,
+                        device=config.device, activation=config.activation, init=config.init,
+                        data_seed=config.data_seed)
+
+
 def log_grid(lo_exponent: float, hi_exponent: float, per_decade: int) -> tuple[float, ...]:
     """10**e for e from ``lo_exponent`` to ``hi_exponent`` inclusive, ``per_decade`` points
     per decade (4 gives P1's quarter-decade grid)."""

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import load_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments.common import config_problem, torch_device, torch_dtype
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -112,11 +112,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     rows = []
     seeds = range(config.first_seed, config.first_seed + config.num_inits)
     # the data subsample (data_seed) is shared by every init
-    problem = load_problem(model=config.model, dataset=config.dataset,
-                           num_samples=config.num_samples, seed=config.first_seed,
-                           dtype=config.dtype, device=config.device,
-                           activation=config.activation, init=config.init,
-                           data_seed=config.data_seed)
+    problem = config_problem(config, config.first_seed)
     data = problem.data
     num_classes = problem.num_classes
     for seed in ctx.progress(seeds, total=config.num_inits, desc="random inits"):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import load_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments.common import config_problem, torch_device, torch_dtype
 
 STATISTICS = ("mean", "rms")
 
@@ -115,10 +115,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     problems: dict[int, Any] = {}
     for seed, scale in ctx.progress(jobs, total=len(jobs), desc="top eigenvectors"):
         if seed not in problems:
-            problems[seed] = load_problem(
-                model=config.model, dataset=config.dataset, num_samples=config.num_samples,
-                seed=seed, dtype=config.dtype, device=config.device,
-                activation=config.activation, init=config.init, data_seed=config.data_seed)
+            problems[seed] = config_problem(config, seed)
         problem = problems[seed]
         input_shape = tuple(problem.inputs.shape[1:])
         name, offset, units = first_layer_block(problem.model, input_shape)

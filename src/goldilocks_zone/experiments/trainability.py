@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import load_problem, log_grid, torch_device, torch_dtype
+from goldilocks_zone.experiments.common import config_problem, log_grid, torch_device, torch_dtype
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
@@ -150,10 +150,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     problems: dict[int, Any] = {}  # GD never modifies the model: one build per seed
     for seed, scale in ctx.progress(runs, total=len(runs), desc="trainability"):
         if seed not in problems:
-            problems[seed] = load_problem(
-                model=config.model, dataset=config.dataset, num_samples=config.num_samples,
-                seed=seed, dtype=config.dtype, device=config.device,
-                activation=config.activation, init=config.init, data_seed=config.data_seed)
+            problems[seed] = config_problem(config, seed)
         problem = problems[seed]
         fingerprint = getattr(problem.dataset, "fingerprint", None)
         depth = config.depth
