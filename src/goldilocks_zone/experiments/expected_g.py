@@ -38,7 +38,7 @@ import torch
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.common import log_grid, torch_dtype
 from goldilocks_zone.experiments.scale_sweep import (
-    CurvatureConfig,
+    ScaleGridConfig,
     band,
     check_log_range,
     describe,
@@ -49,10 +49,7 @@ from goldilocks_zone.experiments.scale_sweep import (
 
 
 @dataclass
-class Config(CurvatureConfig):
-    log10_range: tuple[float, ...] = field(
-        default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
-    per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
+class Config(ScaleGridConfig):
     dims: tuple[int, ...] = field(
         default=(2, 5, 10, 20, 50, 100, 200),
         metadata={"help": "subspace dimensions of the kappa-vs-d panel"})
@@ -71,7 +68,6 @@ class Config(CurvatureConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_log_range("log10_range", self.log10_range, self.per_decade)
         check_log_range("logit_log10_range", self.logit_log10_range, self.logit_per_decade)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")

@@ -35,9 +35,8 @@ import pandas as pd
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.scale_sweep import (
-    CurvatureConfig,
+    ScaleGridConfig,
     band,
-    check_log_range,
     curvature_rows,
     describe,
     record_problem,
@@ -51,10 +50,7 @@ TERM_COLORS = {"hessian": "C0", "g_term": "C2", "h_term": "C3"}
 
 
 @dataclass
-class Config(CurvatureConfig):
-    log10_range: tuple[float, ...] = field(
-        default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
-    per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
+class Config(ScaleGridConfig):
     uniform_tolerance: float = field(
         default=0.01,
         metadata={"help": "slope-fit region: |loss - log K| <= this * log K (near-uniform "
@@ -64,7 +60,6 @@ class Config(CurvatureConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_log_range("log10_range", self.log10_range, self.per_decade)
         if not self.uniform_tolerance > 0:
             raise ValueError(f"uniform_tolerance must be > 0, got {self.uniform_tolerance}")
         if self.min_fit_points < 2:

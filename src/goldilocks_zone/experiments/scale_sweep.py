@@ -13,7 +13,8 @@ Expected result: :math:`\kappa \approx 0` and :math:`\pi \approx 1/2` at both en
 (H-term dominated), a clear positive peak of :math:`\kappa` in between — the Goldilocks zone.
 
 This module also holds the pieces shared by P1's curvature experiments
-(:class:`CurvatureConfig`, :func:`setup`, :func:`curvature_rows`, :func:`band`).
+(:class:`CurvatureConfig`, :class:`ScaleGridConfig`, :func:`setup`, :func:`curvature_rows`,
+:func:`band`).
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ def scale_grid(log10_range: Sequence[float], per_decade: int) -> tuple[float, ..
 
 
 @dataclass
-class Config(CurvatureConfig):
+class ScaleGridConfig(CurvatureConfig):
+    """:class:`CurvatureConfig` plus the log grid of scales :math:`\alpha` swept by P1's
+    scale experiments (``scale-sweep``, ``gauss-newton``, ``expected-g``, ``temperature-sweep``)."""
+
     log10_range: tuple[float, ...] = field(
         default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
     per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
@@ -156,6 +160,11 @@ class Config(CurvatureConfig):
     def validate(self) -> None:
         super().validate()
         check_log_range("log10_range", self.log10_range, self.per_decade)
+
+
+@dataclass
+class Config(ScaleGridConfig):
+    """``scale-sweep``: the shared curvature knobs and the grid of scales, nothing more."""
 
 
 # Half-decade grid, 300 samples, d = 20, three seeds: about half a minute on one CPU core;
@@ -277,5 +286,5 @@ EXPERIMENT = register(Experiment(
     quick=QUICK,
 ))
 
-__all__ = ["CurvatureConfig", "Config", "QUICK", "EXPERIMENT", "band", "curvature_rows",
-           "run", "plot", "setup", "zone_summary"]
+__all__ = ["CurvatureConfig", "ScaleGridConfig", "Config", "QUICK", "EXPERIMENT", "band",
+           "curvature_rows", "run", "plot", "setup", "zone_summary"]

@@ -39,9 +39,8 @@ from torch import nn
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.scale_sweep import (
-    CurvatureConfig,
+    ScaleGridConfig,
     band,
-    check_log_range,
     curvature_rows,
     describe,
     record_problem,
@@ -53,7 +52,8 @@ _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
-class Config(CurvatureConfig):
+class Config(ScaleGridConfig):
+    # the grid fields of ScaleGridConfig, described for this sweep (same defaults and checks)
     log10_range: tuple[float, ...] = field(
         default=(-3.0, 3.0),
         metadata={"help": "log10 range of the equivalent scale alpha; T = alpha^-L spans "
@@ -74,7 +74,6 @@ class Config(CurvatureConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_log_range("log10_range", self.log10_range, self.per_decade)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError(f"scales must be positive finite numbers, got {self.scales}")
         if 1.0 not in self.scales:
