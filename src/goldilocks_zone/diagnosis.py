@@ -35,7 +35,7 @@ import inspect
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +248,17 @@ def _as_pair(data: Any) -> tuple[Tensor, Tensor]:
                     f"{type(data).__name__}")
 
 
+def _curvature_sweep(name: str, values: Iterable[float], at_one: Any,
+                     measure: Callable[[float], Any]) -> pd.DataFrame:
+    """One row per ``name`` value (``values`` and 1.0, sorted, deduplicated) with the
+    :func:`_sweep_row` statistics of ``measure(value)``; ``at_one`` is the measurement at 1.0."""
+    grid = sorted(set(float(v) for v in values) | {1.0})
+    if any(not (v > 0 and math.isfinite(v)) for v in grid):
+        raise ValueError(f"{name}s must be positive numbers")
+    return pd.DataFrame([{name: v, **_sweep_row(at_one if v == 1.0 else measure(v))}
+                         for v in grid])
+
+
 def _zone(xs: np.ndarray, kappa: np.ndarray, fraction: float
           ) -> tuple[int, tuple[float, float] | None]:
     """Index of the maximum and the contiguous range around it with κ ≥ fraction · max."""
@@ -336,15 +347,9 @@ def diagnose(model: nn.Module, data: Any, *, dim: int = 50, seed: int = 0,
     grad = loss_gradient(model, pair, batch_size=batch_size)
     now_row = _sweep_row(now)
 
-    temps = sorted(set(float(t) for t in (temperatures or DEFAULT_TEMPERATURES)) | {1.0})
-    if any(not (t > 0 and math.isfinite(t)) for t in temps):
-        raise ValueError("temperatures must be positive numbers")
-    t_rows = []
-    for t in temps:
-        sc = now if t == 1.0 else subspace_curvature(model, pair, R, temperature=t,
-                                                     batch_size=batch_size)
-        t_rows.append({"temperature": t, **_sweep_row(sc)})
-    t_table = pd.DataFrame(t_rows)
+    t_table = _curvature_sweep(
+        "temperature", temperatures or DEFAULT_TEMPERATURES, now,
+        lambda t: subspace_curvature(model, pair, R, temperature=t, batch_size=batch_size))
     t_best, t_zone = _zone(t_table["temperature"].to_numpy(),
                            t_table["positive_curvature"].to_numpy(float), zone_fraction)
 
@@ -353,15 +358,9 @@ def diagnose(model: nn.Module, data: Any, *, dim: int = 50, seed: int = 0,
     s_best_x = s_best_k = None
     s_zone = None
     if do_scales:
-        grid = sorted(set(float(s) for s in (scales or DEFAULT_SCALES)) | {1.0})
-        if any(not (s > 0 and math.isfinite(s)) for s in grid):
-            raise ValueError("scales must be positive numbers")
-        s_rows = []
-        for s in grid:
-            sc = now if s == 1.0 else subspace_curvature(model, pair, R, scale=s,
-                                                         batch_size=batch_size)
-            s_rows.append({"scale": s, **_sweep_row(sc)})
-        s_table = pd.DataFrame(s_rows)
+        s_table = _curvature_sweep(
+            "scale", scales or DEFAULT_SCALES, now,
+            lambda s: subspace_curvature(model, pair, R, scale=s, batch_size=batch_size))
         idx, s_zone = _zone(s_table["scale"].to_numpy(),
                             s_table["positive_curvature"].to_numpy(float), zone_fraction)
         s_best_x = float(s_table["scale"].iloc[idx])
