@@ -32,6 +32,7 @@ from torch.func import functional_call, vjp
 
 from goldilocks_zone.curvature.functional import (
     Batch,
+    check_params,
     evaluation_mode,
     flatten,
     iter_batches,
@@ -91,18 +92,6 @@ def initial_params(model: nn.Module, *, scale: float = 1.0, dtype: torch.dtype |
     return out
 
 
-def _check_params(model: nn.Module, params: Params) -> None:
-    base = model_params(model)
-    missing, extra = set(base) - set(params), set(params) - set(base)
-    if missing or extra:
-        raise ValueError(f"params must have exactly the model's parameter names; missing "
-                         f"{sorted(missing)}, unexpected {sorted(extra)}")
-    for name, p in base.items():
-        if params[name].shape != p.shape:
-            raise ValueError(f"params[{name!r}] has shape {tuple(params[name].shape)}, the "
-                             f"model's has {tuple(p.shape)}")
-
-
 def evaluate(model: nn.Module, params: Params, data: Batch | Iterable[Batch], *,
              temperature: float = 1.0, batch_size: int | None = None,
              with_gradient: bool = False, train_mode: bool = False) -> FullBatchEvaluation:
@@ -110,7 +99,7 @@ def evaluate(model: nn.Module, params: Params, data: Batch | Iterable[Batch], *,
     :math:`\\frac1S\\sum_s -\\sum_k p_{sk}\\log p_{sk}` and optionally the flat gradient, at
     ``params`` (a dict name -> tensor in ``model.named_parameters()`` order), over all samples
     of ``data`` (``(inputs, targets)`` or an iterable of such batches)."""
-    _check_params(model, params)
+    check_params(model, params)
     t = float(temperature)
     if not math.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
@@ -243,7 +232,7 @@ def gradient_descent(model: nn.Module, train: Batch, *, lr: float, steps: int,
     if params is None:
         theta = initial_params(model, scale=scale)
     else:
-        _check_params(model, params)
+        check_params(model, params)
         theta = {n: (params[n].detach() * float(scale)).clone() for n in model_params(model)}
     like = theta
     theta_flat = flatten(theta)

@@ -111,6 +111,19 @@ class Evaluator:
         return out / self.temperature
 
 
+def check_params(model: nn.Module, params: Params) -> None:
+    """``params`` must have exactly the model's parameter names and shapes."""
+    base = model_params(model)
+    missing, extra = set(base) - set(params), set(params) - set(base)
+    if missing or extra:
+        raise ValueError(f"params must have exactly the model's parameter names; missing "
+                         f"{sorted(missing)}, unexpected {sorted(extra)}")
+    for name, p in base.items():
+        if params[name].shape != p.shape:
+            raise ValueError(f"params[{name!r}] has shape {tuple(params[name].shape)}, the "
+                             f"model's has {tuple(p.shape)}")
+
+
 def make_evaluator(model: nn.Module, *, scale: float = 1.0, temperature: float = 1.0,
                    params: Params | None = None) -> Evaluator:
     """Validate scale/temperature/params and build the functional evaluator."""
@@ -126,15 +139,7 @@ def make_evaluator(model: nn.Module, *, scale: float = 1.0, temperature: float =
     if not base:
         raise ValueError("the model has no parameters")
     if params is not None:
-        missing = set(base) - set(params)
-        extra = set(params) - set(base)
-        if missing or extra:
-            raise ValueError(f"params must have exactly the model's parameter names; missing "
-                             f"{sorted(missing)}, unexpected {sorted(extra)}")
-        for name, p in base.items():
-            if params[name].shape != p.shape:
-                raise ValueError(f"params[{name!r}] has shape {tuple(params[name].shape)}, "
-                                 f"the model's has {tuple(p.shape)}")
+        check_params(model, params)
         base = {name: params[name].detach() for name in base}
     dtypes = {p.dtype for p in base.values()}
     devices = {p.device for p in base.values()}
