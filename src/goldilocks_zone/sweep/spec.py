@@ -35,13 +35,13 @@ import hashlib
 import importlib
 import itertools
 import json
-import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from goldilocks_zone import _toml
 from goldilocks_zone.experiments.base import Experiment, coerce, config_to_dict
 
 #: Hex digits of the SHA-256 kept in a point key: 64 bits make a collision among even a
@@ -180,18 +180,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"sweep spec {p} does not exist")
-    with p.open("rb") as fh:
-        try:
-            return tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(f"sweep spec {p} is not valid TOML: {exc}") from None
+    return _toml.read_toml(path, what="sweep spec", error=SpecError)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
