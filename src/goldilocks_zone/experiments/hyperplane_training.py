@@ -149,7 +149,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
             if d not in bases:
                 bases.clear()
                 bases[d] = random_basis(problem.num_params, d, kind=config.basis_kind,
-                                        seed=1_000 * seed + d, dtype=problem.inputs.dtype,
+                                        seed=1_000_003 * seed + d, dtype=problem.inputs.dtype,
                                         device=problem.inputs.device)
             radius = float(anchor.norm()) if kind == "sphere" else None
             surface = Surface(anchor, bases[d], radius=radius)
