@@ -16,10 +16,13 @@ steps-to-target, by the opposite one-sided test (H1: fewer steps; runs that neve
 target count as ``steps + 1``). Spearman's rank correlation between score and speed over all
 initialisations is reported too.
 
-The answer depends on the optimiser (measured on the quick setting, 30 inits): with SGD +
-momentum the κ-selected inits train faster (p ≈ 0.03) while the lowest-loss inits train slower;
-with Adam it is the other way round, since Adam's steps do not grow with the gradient and the
-small-radius, low-loss inits then train fastest. The default is SGD + momentum.
+Measured with the defaults (mnist-5k, ``mlp:100``, 100 inits, SGD + momentum): the 20 inits
+with the highest κ reach a median training accuracy of 0.920 after 50 steps against 0.899 for
+the rest (one-sided Mann-Whitney p = 2e-7, Spearman ρ = 0.60); selecting by π gives p = 0.004;
+selecting the *lowest initial loss* picks the small-radius inits and they train slower
+(p = 1.0, ρ = -0.21). The answer depends on the optimiser: on the quick setting, SGD + momentum
+again favours high κ (p ≈ 0.03), whereas with Adam, whose steps do not grow with the gradient,
+the small-radius, low-loss inits train fastest and high κ looks slower.
 
 Every initialisation is a Xavier draw of its own seed, rescaled by a factor s drawn
 log-uniformly from [10^-spread, 10^+spread] (``log_scale_spread``) so that the population
