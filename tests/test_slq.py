@@ -66,6 +66,11 @@ def test_block_and_vector_operators_and_seeds_agree():
                                        block=False)
     torch.testing.assert_close(r1.nodes, r2.nodes)
     torch.testing.assert_close(r1.weights, r2.weights)
+    # running the probes in groups (bounded memory) changes nothing
+    r4 = stochastic_lanczos_quadrature(lambda v: a @ v, 50, num_probes=4, num_steps=10, seed=5,
+                                       probe_block=3)
+    torch.testing.assert_close(r1.nodes, r4.nodes)
+    torch.testing.assert_close(r1.weights, r4.weights)
     r3 = stochastic_lanczos_quadrature(lambda v: a @ v, 50, num_probes=4, num_steps=10, seed=6)
     assert not torch.allclose(r1.nodes, r3.nodes)
 
@@ -104,6 +109,8 @@ def test_slq_of_a_network_hessian_matches_the_dense_hessian():
 def test_bad_input():
     with pytest.raises(ValueError, match="num_probes"):
         stochastic_lanczos_quadrature(lambda v: v, 5, num_probes=0)
+    with pytest.raises(ValueError, match="probe_block"):
+        stochastic_lanczos_quadrature(lambda v: v, 5, probe_block=0)
     with pytest.raises(ValueError, match="shape"):
         stochastic_lanczos_quadrature(lambda v: v[:-1], 5)
     with pytest.raises(ValueError, match="bandwidth"):

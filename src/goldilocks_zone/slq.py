@@ -102,7 +102,8 @@ def gaussian_density(points: Tensor, grid: Tensor, bandwidth: float, *,
 
 def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, *,
                                   num_probes: int = 10, num_steps: int = 80, seed: int = 0,
-                                  block: bool = True, device: torch.device | str | None = None
+                                  block: bool = True, probe_block: int | None = None,
+                                  device: torch.device | str | None = None
                                   ) -> SpectralDensity:
     r"""SLQ of the symmetric operator ``matvec``.
 
@@ -110,7 +111,8 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
     :func:`goldilocks_zone.hessian_vector_product`); ``block=False``: (D,) to (D,). Probes are
     Rademacher vectors scaled to unit norm, drawn on the CPU from ``seed`` (float64).
     ``num_steps`` is capped at D. A probe whose Krylov space closes early (breakdown) keeps
-    zero-weight padding nodes.
+    zero-weight padding nodes. Memory: the Lanczos vectors, ``num_steps * D * b`` floats for
+    ``b`` probes run together; ``probe_block`` caps ``b`` (the result does not depend on it).
     """
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim}")
@@ -123,6 +125,21 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
     gen.manual_seed(int(seed))
     v = (torch.randint(0, 2, (dim, num_probes), generator=gen).to(torch.float64) * 2 - 1)
     v = (v / math.sqrt(dim)).to(device) if device is not None else v / math.sqrt(dim)
+
+    if probe_block is not None and probe_block < 1:
+        raise ValueError(f"probe_block must be >= 1, got {probe_block}")
+    size = num_probes if probe_block is None else probe_block
+    parts = [_lanczos_block(matvec, v[:, i:i + size], steps, block)
+             for i in range(0, num_probes, size)]
+    return SpectralDensity(nodes=torch.cat([p[0] for p in parts]),
+                           weights=torch.cat([p[1] for p in parts]), dim=dim)
+
+
+def _lanczos_block(matvec: Callable[[Tensor], Tensor], v: Tensor, steps: int, block: bool
+                   ) -> tuple[Tensor, Tensor]:
+    """Lanczos with full reorthogonalisation from the unit columns of ``v`` (D, b), all at
+    once; returns the Gauss nodes and weights (b, steps)."""
+    dim, num_probes = v.shape
 
     def apply(x: Tensor) -> Tensor:
         if block:
@@ -163,5 +180,4 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
         off = betas.T
         t = t + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
     theta, s = torch.linalg.eigh(t)
-    weights = s[:, 0, :].pow(2)
-    return SpectralDensity(nodes=theta, weights=weights, dim=dim)
+    return theta, s[:, 0, :].pow(2)
