@@ -33,7 +33,7 @@ def test_run_help_lists_the_experiments_parameters(capsys):
 
 def test_run_writes_tidy_results_manifest_and_figures(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "scale-sweep", *TINY, "--log10-range=-2,2", "--out", str(out)]) == 0
+    assert main(["run", "scale-sweep", *TINY, "--log10-range", "-2,2", "--out", str(out)]) == 0
     table = pd.read_csv(out / "results.csv")
     assert list(table["scale"]) == pytest.approx([0.01, 0.1, 1.0, 10.0, 100.0])
     assert {"positive_curvature", "fraction_positive", "spectral_norm", "top_eigenvalue",
@@ -90,3 +90,12 @@ def test_console_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "goldilocks_zone.cli", "list"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "scale-sweep" in res.stdout
+
+
+def test_negative_values_need_no_equals_sign():
+    from goldilocks_zone.cli import _join_negative_values
+
+    assert _join_negative_values(["--log10-range", "-3,3", "--dim", "5"]) == [
+        "--log10-range=-3,3", "--dim", "5"]
+    assert _join_negative_values(["--a", "-0.5", "--quick", "--b=-1"]) == [
+        "--a=-0.5", "--quick", "--b=-1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import typing
 from pathlib import Path
@@ -45,6 +46,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in data.names():
         print(f"  {name}")
     return 0
+
+
+_NEGATIVE_VALUE = re.compile(r"^-\d|^-\.\d|^-inf", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--opt -3,3`` -> ``--opt=-3,3``: argparse would read a value that starts with '-' (a
+    negative number or a comma-separated list of them) as an option."""
+    out: list[str] = []
+    for token in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1]
+                and _NEGATIVE_VALUE.match(token)):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def _run_parser(experiment: base.Experiment) -> argparse.ArgumentParser:
@@ -83,7 +100,7 @@ def _cmd_run(argv: list[str]) -> int:
         experiment = base.get(argv[0])
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
-    args = _run_parser(experiment).parse_args(argv[1:])
+    args = _run_parser(experiment).parse_args(_join_negative_values(argv[1:]))
     values: dict[str, Any] = dict(experiment.quick) if args.quick else {}
     if args.config:
         toml = read_toml(args.config, what="error: config file", error=SystemExit)
