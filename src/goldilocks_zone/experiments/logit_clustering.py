@@ -289,7 +289,7 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
             if c == 0:
                 ax.set_ylabel("mean cosine")
     fig.legend(loc="upper right", ncol=len(stages), fontsize=8, frameon=False,
-               title="network", title_fontsize=8)
+               title="stage", title_fontsize=8)
     fig.suptitle("Clustering of logit gradients: same logit & class > same logit > "
                  "different logits ≈ 0", fontsize=10, x=0.4)
     return save_figure(fig, fig_dir, "logit_clustering")
