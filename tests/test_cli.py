@@ -99,3 +99,17 @@ def test_negative_values_need_no_equals_sign():
         "--log10-range=-3,3", "--dim", "5"]
     assert _join_negative_values(["--a", "-0.5", "--quick", "--b=-1"]) == [
         "--a=-0.5", "--quick", "--b=-1"]
+
+
+def test_printed_table_is_short_mean_over_seeds():
+    from goldilocks_zone.cli import short_table
+
+    table = pd.DataFrame({"scale": [0.1, 1.0, 0.1, 1.0], "seed": [0, 0, 1, 1],
+                          "term": ["hessian"] * 4, "positive_curvature": [0.0, 2.0, 0.2, 4.0],
+                          "basis": ["orthonormal"] * 4})
+    short, note = short_table(table)
+    assert list(short["scale"]) == [0.1, 1.0]
+    assert list(short["positive_curvature"]) == pytest.approx([0.1, 3.0])
+    assert note == "mean over seeds" and "basis" not in short.columns
+    other = pd.DataFrame({"a": [1, 2]})
+    assert short_table(other)[0].equals(other)

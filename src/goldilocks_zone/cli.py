@@ -122,14 +122,40 @@ def _cmd_run(argv: list[str]) -> int:
     return 0
 
 
+#: Columns that index a measured point / that hold a measurement, for the short printed table.
+_KEY_COLUMNS = ("panel", "term", "scale", "temperature", "radius", "dim", "alpha", "sigma_z")
+_MEASURE_COLUMNS = ("positive_curvature", "fraction_positive", "spectral_norm",
+                    "top_eigenvalue", "loss", "accuracy", "gradient_norm", "cosine")
+_MAX_ROWS = 30
+
+
+def short_table(table):
+    """A short view of a results table: the measurements averaged over seeds per point (when
+    the table has the usual key and measurement columns), else its first rows."""
+    keys = [c for c in _KEY_COLUMNS if c in table.columns]
+    measures = [c for c in _MEASURE_COLUMNS if c in table.columns
+                and table[c].dtype.kind in "fiu"]
+    if keys and measures:
+        short = table.groupby(keys, sort=False, dropna=False)[measures].mean().reset_index()
+        note = "mean over seeds" if "seed" in table.columns else ""
+    else:
+        short, note = table, ""
+    return short, note
+
+
 def _print_summary(table, manifest: dict, out: Path) -> None:
     import pandas as pd
 
-    with pd.option_context("display.max_rows", 40, "display.width", 120,
+    short, note = short_table(table)
+    with pd.option_context("display.max_rows", _MAX_ROWS, "display.width", 120,
                            "display.float_format", "{:.4g}".format):
-        print(table.head(40).to_string(index=False))
-    if len(table) > 40:
-        print(f"... ({len(table)} rows in all)")
+        print(short.head(_MAX_ROWS).to_string(index=False))
+    parts = [f"first {_MAX_ROWS} of {len(short)} rows" if len(short) > _MAX_ROWS
+             else f"{len(short)} rows"]
+    if note:
+        parts.append(note)
+    parts.append(f"full table: {len(table)} rows in results.csv")
+    print("(" + "; ".join(parts) + ")")
     summary = manifest.get("provenance", {}).get("summary")
     if summary:
         print("\nSummary:")
