@@ -210,6 +210,17 @@ def test_bad_input_errors_are_clear():
         subspace_curvature(model, (x, y.double()), basis)
     with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
         subspace_curvature(model, (x, y + 4), basis)
+    late = y.clone()
+    late[-1] = 4  # out of range only in the last chunk / the last row
+    for bs in (None, 5):
+        with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
+            subspace_curvature(model, (x, late), basis, batch_size=bs)
+        with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
+            hessian_vector_product(model, (x, late), basis[:, 0], batch_size=bs)
+    from goldilocks_zone import projected_logit_jacobians
+
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 4\)"):
+        projected_logit_jacobians(model, (x, late), basis, batch_size=5)
     with pytest.raises(ValueError, match="empty"):
         subspace_curvature(model, (x[:0], y[:0]), basis)
     with pytest.raises(ValueError, match="temperature"):

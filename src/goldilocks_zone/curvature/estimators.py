@@ -94,9 +94,9 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
     with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
         for x, y in iter_batches(data, batch_size):
             if n == 0:
-                check_first_batch(x, y, ev)
+                k = check_first_batch(x, y, ev)
             else:
-                check_batch(x, y, None, ev)
+                check_batch(x, y, None, ev, num_classes=k)
             total += _flatten_batched(_chunk_hvp(ev, x, y, vdict, term), m).to(torch.float64)
             n += x.shape[0]
     if n == 0:

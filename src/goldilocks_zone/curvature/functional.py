@@ -184,8 +184,10 @@ def _is_pair(obj: object) -> bool:
             and all(isinstance(t, Tensor) for t in obj))
 
 
-def check_batch(x: Tensor, y: Tensor, logits: Tensor | None, evaluator: Evaluator) -> None:
-    """Check dtype/device of inputs, integer targets in range and the (batch, K) output."""
+def check_batch(x: Tensor, y: Tensor, logits: Tensor | None, evaluator: Evaluator, *,
+                num_classes: int | None = None) -> None:
+    """Check dtype/device of inputs, integer 1-D targets, the (batch, K) shape of ``logits``
+    (when given) and targets in [0, K) (K from ``logits`` or ``num_classes``)."""
     p = next(iter(evaluator.params.values()))
     if x.device != p.device:
         raise ValueError(f"inputs are on {x.device} but the model's parameters are on "
@@ -198,21 +200,26 @@ def check_batch(x: Tensor, y: Tensor, logits: Tensor | None, evaluator: Evaluato
     if y.ndim != 1:
         raise ValueError(f"targets must be a 1-D tensor of class indices, got shape "
                          f"{tuple(y.shape)}")
+    k = num_classes
     if logits is not None:
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             raise ValueError(f"the model must map a batch of inputs to logits of shape "
                              f"(batch, classes); for a batch of {x.shape[0]} it returned "
                              f"{tuple(logits.shape)}")
         k = logits.shape[1]
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-            raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
-                             f"values in [{int(y.min())}, {int(y.max())}]")
+    if k is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
+                         f"values in [{int(y.min())}, {int(y.max())}]")
 
 
-def check_first_batch(x: Tensor, y: Tensor, evaluator: Evaluator) -> None:
-    """Validate the first chunk cheaply (a forward pass on two samples) before heavy work."""
-    check_batch(x, y, None, evaluator)
-    check_batch(x[:2], y[:2], evaluator.logits(evaluator.params, x[:2]), evaluator)
+def check_first_batch(x: Tensor, y: Tensor, evaluator: Evaluator) -> int:
+    """Validate the first chunk cheaply (a forward pass on two samples) before heavy work;
+    return the number of classes K for checking the later chunks."""
+    check_batch(x, y, None, evaluator)  # dtype/device first: the probe forward needs them
+    logits = evaluator.logits(evaluator.params, x[:2])
+    check_batch(x[:2], y[:2], logits, evaluator)
+    check_batch(x, y, None, evaluator, num_classes=logits.shape[1])
+    return logits.shape[1]
 
 
 def check_basis(basis: Tensor, evaluator: Evaluator) -> None:

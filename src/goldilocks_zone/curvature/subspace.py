@@ -190,14 +190,11 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             if x.shape[0] == 0:
                 continue
             if num_samples == 0:
-                check_first_batch(x, y, ev)
+                k = check_first_batch(x, y, ev)
             else:
-                check_batch(x, y, None, ev)
+                check_batch(x, y, None, ev, num_classes=k)
             with torch.enable_grad():
                 h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict)
-            k = z.shape[-1]
-            if int(y.max()) >= k or int(y.min()) < 0:
-                check_batch(x, y, z, ev)
             logp = torch.log_softmax(z, dim=-1)
             probs = logp.exp()
             hessian += h_t.to(torch.float64).cpu()
@@ -261,17 +258,19 @@ def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)
     with evaluation_mode(model, train_mode), torch.no_grad():
-        for i, (x, y) in enumerate(iter_batches(data, batch_size)):
+        k = None
+        for x, y in iter_batches(data, batch_size):
             if x.shape[0] == 0:
                 continue
-            if i == 0:
-                check_first_batch(x, y, ev)
+            if k is None:
+                k = check_first_batch(x, y, ev)
+            else:
+                check_batch(x, y, None, ev, num_classes=k)
 
             def along(tangent: Params, x=x):
                 return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
 
             z, z_t = vmap(along, out_dims=(None, 0))(basis_dict)
-            check_batch(x, y, z, ev)
             yield z, z_t, y
 
 
