@@ -113,3 +113,8 @@ def test_printed_table_is_short_mean_over_seeds():
     assert note == "mean over seeds" and "basis" not in short.columns
     other = pd.DataFrame({"a": [1, 2]})
     assert short_table(other)[0].equals(other)
+    # rows not identified by (keys, seed), e.g. one row per pixel or per step: nothing averaged
+    pixels = pd.DataFrame({"alpha": [5.0] * 4, "seed": [0] * 4, "scale": [5.0] * 4,
+                           "row": [0, 0, 1, 1], "positive_curvature": [1.0, 2.0, 3.0, 4.0]})
+    short, note = short_table(pixels)
+    assert short.equals(pixels) and note == ""

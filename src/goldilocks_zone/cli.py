@@ -130,17 +130,17 @@ _MAX_ROWS = 30
 
 
 def short_table(table):
-    """A short view of a results table: the measurements averaged over seeds per point (when
-    the table has the usual key and measurement columns), else its first rows."""
+    """A short view of a results table: the measurements averaged over seeds per point when
+    the key columns and ``seed`` identify the rows exactly (so nothing but seeds is averaged),
+    else the table itself."""
     keys = [c for c in _KEY_COLUMNS if c in table.columns]
     measures = [c for c in _MEASURE_COLUMNS if c in table.columns
                 and table[c].dtype.kind in "fiu"]
-    if keys and measures:
+    if (keys and measures and "seed" in table.columns
+            and not table.duplicated(subset=[*keys, "seed"]).any()):
         short = table.groupby(keys, sort=False, dropna=False)[measures].mean().reset_index()
-        note = "mean over seeds" if "seed" in table.columns else ""
-    else:
-        short, note = table, ""
-    return short, note
+        return short, "mean over seeds"
+    return table, ""
 
 
 def _print_summary(table, manifest: dict, out: Path) -> None:
