@@ -8,9 +8,9 @@ import torch
 
 from goldilocks_zone.experiments import get
 from goldilocks_zone.experiments.base import RunContext
+from goldilocks_zone.experiments.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     Config,
-    cpu_threads,
     parameter_radius,
     parse_architecture,
     plot,

@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     build_problem,
-    cpu_threads,
     parameter_radius,
     parse_architecture,
 )

@@ -43,10 +43,10 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import cpu_threads
 from goldilocks_zone.experiments.hyperplane_training import held_out_data
 from goldilocks_zone.experiments.radius_shell import (
     build_problem,
-    cpu_threads,
     parameter_radius,
     parse_architecture,
 )

@@ -36,8 +36,6 @@ Networks are given as *architecture specs*: a registered model name (``small-cnn
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments.common import cpu_threads
 
 # --------------------------------------------------------------------------- architecture specs
 
@@ -90,22 +89,6 @@ def parse_architecture(spec: str) -> Architecture:
             raise ValueError(f"architecture {spec!r}: widths must be positive")
         return Architecture(spec, "mlp", {"widths": widths})
     return Architecture(spec, spec, {})
-
-
-@contextmanager
-def cpu_threads(count: int) -> Iterator[None]:
-    """Run the body with ``count`` intra-op CPU threads (0: leave torch's setting), restoring
-    the previous setting afterwards. The small networks of P3 run several times faster on one
-    thread than on two competing ones, especially on a shared machine."""
-    if count < 0:
-        raise ValueError(f"threads must be >= 0, got {count}")
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def parameter_radius(model: torch.nn.Module) -> float:
