@@ -16,6 +16,7 @@ and the sweep engine (:mod:`goldilocks_zone.sweep`) only talk to this protocol.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -124,7 +125,7 @@ def coerce(value: Any, annotation: Any, name: str) -> Any:
     """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         if isinstance(value, str) and value.lower() == "none" and type(None) in args:
