@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext
 
 
 @dataclass

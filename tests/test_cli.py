@@ -93,7 +93,7 @@ def test_console_entry_point_runs():
 
 
 def test_negative_values_need_no_equals_sign():
-    from goldilocks_zone.cli import _join_negative_values
+    from goldilocks_zone.cli.main import _join_negative_values
 
     assert _join_negative_values(["--log10-range", "-3,3", "--dim", "5"]) == [
         "--log10-range=-3,3", "--dim", "5"]
@@ -102,7 +102,7 @@ def test_negative_values_need_no_equals_sign():
 
 
 def test_printed_table_is_short_mean_over_seeds():
-    from goldilocks_zone.cli import short_table
+    from goldilocks_zone.cli.main import short_table
 
     table = pd.DataFrame({"scale": [0.1, 1.0, 0.1, 1.0], "seed": [0, 0, 1, 1],
                           "term": ["hessian"] * 4, "positive_curvature": [0.0, 2.0, 0.2, 4.0],

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments.confidence import correlations
-from goldilocks_zone.experiments.runner import run_experiment
+from goldilocks_zone.sweep.runner import run_experiment
 
 SMALL = dict(num_inits=10, num_samples=200, dim=10)
 

@@ -11,9 +11,9 @@ import torch
 
 from goldilocks_zone import random_basis, subspace_curvature
 from goldilocks_zone.experiments import RunContext, get
-from goldilocks_zone.experiments.common import load_problem
+from goldilocks_zone.experiments._shared.common import load_problem
 from goldilocks_zone.experiments.expected_g import g_term_point, logit_panel
-from goldilocks_zone.experiments.runner import run_experiment
+from goldilocks_zone.sweep.runner import run_experiment
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0, 3.0])

@@ -11,7 +11,7 @@ import pytest
 
 from goldilocks_zone.experiments import RunContext, get
 from goldilocks_zone.experiments.gauss_newton import condition_mask, fit_small_scale_slopes
-from goldilocks_zone.experiments.runner import replot, run_experiment
+from goldilocks_zone.sweep.runner import replot, run_experiment
 
 
 def _synthetic_table(g_slope: float, h_slope: float, bend_at: float) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments.base import RunContext
+from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments.hyperplane_training import (
     Config,
     dimension_needed,
@@ -97,7 +97,7 @@ def test_held_out_data_comes_from_the_test_split():
 
 def test_plot(trained, tmp_path):
     config, table, _ = trained
-    from goldilocks_zone.experiments.base import config_to_dict
+    from goldilocks_zone.experiments._shared.base import config_to_dict
 
     paths = plot(table, config_to_dict(config), tmp_path)
     assert {p.name for p in paths} == {"hyperplane_accuracy_vs_dim.png",

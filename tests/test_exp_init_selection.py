@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments.base import RunContext, config_to_dict
+from goldilocks_zone.experiments._shared.base import RunContext, config_to_dict
 from goldilocks_zone.experiments.init_selection import (
     SCORES,
     Config,

@@ -14,7 +14,7 @@ from goldilocks_zone.experiments.logit_clustering import (
     per_sample_jacobians,
     sgd_trajectory,
 )
-from goldilocks_zone.experiments.runner import replot, run_experiment
+from goldilocks_zone.sweep.runner import replot, run_experiment
 
 
 def _tiny():

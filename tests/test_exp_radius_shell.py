@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments.base import RunContext
-from goldilocks_zone.experiments.common import cpu_threads
+from goldilocks_zone.experiments._shared.base import RunContext
+from goldilocks_zone.experiments._shared.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     Config,
     parameter_radius,

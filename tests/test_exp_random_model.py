@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments.runner import replot, run_experiment
+from goldilocks_zone.sweep.runner import replot, run_experiment
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import RunContext, get
-from goldilocks_zone.experiments.runner import replot, run_experiment
+from goldilocks_zone.sweep.runner import replot, run_experiment
 
 QUIET = RunContext(show_progress=False)
 

@@ -8,8 +8,8 @@ import math
 import pytest
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments.runner import replot, run_experiment
 from goldilocks_zone.experiments.simplex import checkpoint_steps
+from goldilocks_zone.sweep.runner import replot, run_experiment
 
 
 def test_checkpoints_include_start_end_and_stages():

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from goldilocks_zone import models
-from goldilocks_zone.experiments.runner import run_experiment
 from goldilocks_zone.experiments.top_eigenvector import (
     eigenvector_images,
     first_layer_block,
     images_from_table,
 )
+from goldilocks_zone.sweep.runner import run_experiment
 
 SMALL = dict(num_samples=100, scales=(100.0, 200.0), max_iterations=30, tol=1e-6)
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from goldilocks_zone import data, models
-from goldilocks_zone.experiments.runner import load_results, run_experiment
 from goldilocks_zone.experiments.trainability import final_table, label_run, learning_rate
-from goldilocks_zone.training import evaluate, gradient_descent, initial_params
+from goldilocks_zone.sweep.runner import load_results, run_experiment
+from goldilocks_zone.training.gradient_descent import evaluate, gradient_descent, initial_params
 
 GRID = dict(num_samples=300, test_samples=300, scales=(0.01, 1.0, 100.0), steps=30,
             log_every=10, sharpness_every=3, sharpness_samples=100, sharpness_iterations=6)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from goldilocks_zone import data, loss_gradient, models, random_basis
-from goldilocks_zone.experiments.runner import run_experiment
 from goldilocks_zone.experiments.vanishing_gradient import Config, imbalanced_prior, prior_fits
-from goldilocks_zone.training import evaluate, initial_params
+from goldilocks_zone.sweep.runner import run_experiment
+from goldilocks_zone.training.gradient_descent import evaluate, initial_params
 
 SMALL = dict(num_samples=500, num_priors=30, prior_samples=800, dim=50, dtype="float32",
              imbalance_ratio=100.0)
@@ -107,7 +107,7 @@ def test_imbalanced_prior_and_config_errors():
     assert q.sum() == pytest.approx(1.0)
     assert q[0] / q[-1] == pytest.approx(10.0)
     assert np.all(np.diff(q) < 0)
-    from goldilocks_zone.experiments.base import make_config
+    from goldilocks_zone.experiments._shared.base import make_config
 
     with pytest.raises(ValueError, match="num_priors"):
         make_config(Config, {"num_priors": 2})

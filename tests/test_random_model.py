@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from goldilocks_zone import random_model as rm
+from goldilocks_zone.theory import random_model as rm
 
 SMALL = rm.RandomModelParams(dim=40, num_classes=4, num_samples=24, sigma_z=1.5,
                              label_margin=1.0, sigma_c=1.0, sigma_e=0.7, sigma_shared=0.5,

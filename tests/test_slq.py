@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from goldilocks_zone.slq import gaussian_density, stochastic_lanczos_quadrature
+from goldilocks_zone.curvature.slq import gaussian_density, stochastic_lanczos_quadrature
 
 
 def _sym(dim: int, seed: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from goldilocks_zone.subspace_training import (
+from goldilocks_zone.training.subspace import (
     ParameterLayout,
     Surface,
     evaluate,

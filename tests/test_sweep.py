@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from goldilocks_zone.cli import sweep as sweep_cli
 from goldilocks_zone.sweep import (
     PointStore,
     SpecError,
@@ -28,7 +29,6 @@ from goldilocks_zone.sweep import (
     run_sweep,
     table_to_payload,
 )
-from goldilocks_zone.sweep import cli as sweep_cli
 
 TOY = "sweep_toys:TOY"
 

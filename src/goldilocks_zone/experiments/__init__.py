@@ -7,11 +7,11 @@ itself; see :mod:`.base` for the protocol. Infrastructure modules are listed in 
 import importlib as _importlib
 import pkgutil as _pkgutil
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, get, names, register
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, get, names, register
 
 __all__ = ["Experiment", "RunContext", "get", "names", "register"]
 
-_INFRA = {"base", "runner", "common", "plotting"}
+_INFRA: set[str] = set()  # shared helpers live in the _shared subpackage
 
 for _info in _pkgutil.iter_modules(__path__):
     if _info.name not in _INFRA and not _info.name.startswith("_"):

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -107,7 +107,7 @@ def correlations(table: pd.DataFrame, pairs=PAIRS) -> dict[str, dict[str, float]
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
     from goldilocks_zone.curvature import random_basis, subspace_curvature
-    from goldilocks_zone.training import evaluate, initial_params
+    from goldilocks_zone.training.gradient_descent import evaluate, initial_params
 
     rows = []
     seeds = range(config.first_seed, config.first_seed + config.num_inits)
@@ -162,7 +162,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     corr = correlations(table)
     fig, axes = new_figure(3, 1, width=3.0, height=2.7)

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
 from goldilocks_zone.experiments.scale_sweep import (
     ScaleGridConfig,
     band,
@@ -207,7 +207,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     fig, axes = new_figure(3, 1, width=3.5, height=2.9)
     ax_s, ax_d, ax_l = axes[0]

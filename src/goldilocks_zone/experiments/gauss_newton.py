@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.scale_sweep import (
     ScaleGridConfig,
     band,
@@ -231,7 +231,7 @@ def _norm_limits(table: pd.DataFrame, fit: Mapping[str, Any]) -> tuple[float, fl
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     fit = fit_small_scale_slopes(table, uniform_tolerance=float(config.get(
         "uniform_tolerance", 0.01)), min_fit_points=int(config.get("min_fit_points", 3)))

@@ -4,16 +4,16 @@ a small network — a bulk plus outliers — next to the random model's.
 Protocol. Build a small MLP on real data (float64) and, at initialisation and after a short
 minibatch-SGD training, estimate the spectral density of the full Hessian
 :math:`\nabla^2 L \in \mathbb R^{D\times D}` by stochastic Lanczos quadrature
-(:func:`goldilocks_zone.slq.stochastic_lanczos_quadrature` on
+(:func:`goldilocks_zone.curvature.slq.stochastic_lanczos_quadrature` on
 :func:`goldilocks_zone.hessian_vector_product`, ``num_probes`` probes of ``num_steps`` steps) and
 its ``top_k`` largest eigenpairs by Lanczos (:func:`goldilocks_zone.hessian_top_eigenpairs`);
 record the cosine between the loss gradient and each top eigenvector. Beside it, the random
-model (:mod:`goldilocks_zone.random_model`, default parameters) with its exact spectrum — and its
+model (:mod:`~goldilocks_zone.theory.random_model`, defaults) with its exact spectrum — and its
 SLQ estimate, as a check of the estimator on a known spectrum.
 
 Outliers of the network are counted with the random model's gap rule
-(:func:`goldilocks_zone.random_model.count_outliers`), the bulk edge being the smallest of the
-``top_k`` computed eigenvalues (``top_k`` ≫ C, so it lies in the bulk).
+(:func:`~goldilocks_zone.theory.random_model.count_outliers`), the bulk edge being the smallest
+of the ``top_k`` computed eigenvalues (``top_k`` ≫ C, so it lies in the bulk).
 
 Expected: for both, a bulk concentrated near zero with a few outliers (about C after training)
 far above it, and much of the gradient in the top eigenvectors.
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
@@ -96,7 +96,7 @@ def _top_rows(eigs: torch.Tensor, cos: torch.Tensor, **keys: Any) -> list[dict[s
 
 def _stats_row(eigs: torch.Tensor, cos: torch.Tensor, trace: tuple[float, float],
                num_classes: int, **keys: Any) -> dict[str, Any]:
-    from goldilocks_zone.random_model import count_outliers
+    from goldilocks_zone.theory.random_model import count_outliers
 
     out = count_outliers(eigs, float(eigs.min()))
     return {"section": "stats", **keys, "num_classes": num_classes,
@@ -114,14 +114,14 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         loss_gradient,
     )
     from goldilocks_zone import models as model_lib
-    from goldilocks_zone import random_model as rm
+    from goldilocks_zone.curvature.slq import gaussian_density, stochastic_lanczos_quadrature
     from goldilocks_zone.experiments.logit_clustering import (
         accuracy_and_loss,
         load_split,
         model_params,
         sgd_trajectory,
     )
-    from goldilocks_zone.slq import gaussian_density, stochastic_lanczos_quadrature
+    from goldilocks_zone.theory import random_model as rm
 
     dtype = torch.float64
     train, probe = load_split(config.dataset, train_samples=config.train_samples,
@@ -212,7 +212,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     dens = table[table["section"] == "density"]
     top = table[table["section"] == "top"]

@@ -4,7 +4,7 @@ Protocol (Fort & Scherlis 2019, SCIENCE.md §7): take a Xavier initialisation θ
 with biases, rescale it to a starting point P = s θ_X at radius ‖P‖ = s ‖θ_X‖, draw a random
 orthonormal basis R (D × d) and optimise only u in θ = P + R u (the *hyperplane*), or in
 θ = r (P + R u)/‖P + R u‖ with r = ‖P‖ (the *hypersphere* of fixed radius r; see
-:mod:`goldilocks_zone.subspace_training`). Every run starts at u = 0 and uses the same optimiser,
+:mod:`goldilocks_zone.training.subspace`). Every run starts at u = 0 and uses the same optimiser,
 steps and minibatch order. The unconstrained reference trains all D parameters from the same
 starting point. Reported: final train and held-out accuracy vs d for every radius, accuracy vs
 radius at a fixed d, and, per radius, the smallest d on the grid whose held-out accuracy reaches
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import cpu_threads
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     build_problem,
     parameter_radius,
@@ -112,7 +112,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis
-    from goldilocks_zone.subspace_training import (
+    from goldilocks_zone.training.subspace import (
         Surface,
         flatten_parameters,
         train_on_surface,
@@ -251,7 +251,7 @@ def summarise(table: pd.DataFrame, *, threshold: float, fixed_dim: int) -> dict[
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     threshold = float(config.get("threshold", 0.9))

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import cpu_threads
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
 from goldilocks_zone.experiments.hyperplane_training import held_out_data
 from goldilocks_zone.experiments.radius_shell import (
     build_problem,
@@ -133,7 +133,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis, subspace_curvature
-    from goldilocks_zone.subspace_training import (
+    from goldilocks_zone.training.subspace import (
         Surface,
         flatten_parameters,
         train_on_surface,
@@ -268,7 +268,7 @@ def summarise(comparison: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     speed_step = int(config.get("speed_step", 50))
     steps = int(config.get("steps", table["step"].max()))

@@ -6,7 +6,7 @@ images, the per-sample logit gradients :math:`\nabla_\theta z_k(x_\mu)` — the 
 per-sample Jacobians, computed with ``vmap(jacrev(...))`` in chunks of ``chunk_size`` samples —
 at initialisation and after a short minibatch-SGD training (``train_steps`` steps on
 ``train_samples`` images). Report P2's clustering metrics, mean cosines over pairs of distinct
-samples (:class:`goldilocks_zone.random_model.CosineAccumulator`, exact and streamed):
+samples (:class:`goldilocks_zone.theory.random_model.CosineAccumulator`, exact and streamed):
 
 * :math:`q_{SLSC}`: same logit, same class;
 * :math:`q_{SL}`: same logit, different classes;
@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from goldilocks_zone.curvature.functional import evaluation_mode
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import torch_dtype
 
 Params = dict[str, Tensor]
 
@@ -113,9 +113,9 @@ def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
 
 def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor,
                num_classes: int, *, chunk_size: int = 16):
-    """:class:`~goldilocks_zone.random_model.LogitGradientCosines` of the network at
+    """:class:`~goldilocks_zone.theory.random_model.LogitGradientCosines` of the network at
     ``params`` on ``(inputs, targets)``, streamed over Jacobian chunks."""
-    from goldilocks_zone.random_model import CosineAccumulator
+    from goldilocks_zone.theory.random_model import CosineAccumulator
 
     acc = CosineAccumulator(num_classes)
     for i, jac in enumerate(per_sample_jacobians(model, params, inputs, chunk_size=chunk_size)):
@@ -254,7 +254,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     datasets = list(dict.fromkeys(table["dataset"]))
     combos = list(dict.fromkeys(zip(table["model"], table["activation"])))

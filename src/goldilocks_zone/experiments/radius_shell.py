@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import cpu_threads
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
 
 # --------------------------------------------------------------------------- architecture specs
 
@@ -100,9 +100,10 @@ def parameter_radius(model: torch.nn.Module) -> float:
 def build_problem(arch: Architecture, *, dataset: str, num_samples: int | None, seed: int,
                   activation: str, init: str = "xavier", dtype: str = "float64",
                   device: str = "cpu", data_seed: int = 0, bias: bool = True):
-    """:func:`~goldilocks_zone.experiments.common.load_problem` for an architecture spec, with
+    """:func:`~goldilocks_zone.experiments._shared.common.load_problem`
+    for an architecture spec, with
     a clear error when a convolutional net meets flat inputs."""
-    from goldilocks_zone.experiments.common import load_problem
+    from goldilocks_zone.experiments._shared.common import load_problem
 
     try:
         return load_problem(model=arch.model, dataset=dataset, num_samples=num_samples,
@@ -295,7 +296,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     datasets = list(dict.fromkeys(table["dataset"]))

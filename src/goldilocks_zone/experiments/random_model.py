@@ -1,6 +1,6 @@
 r"""``random-model`` (P2 Fig. 5–8): Fort & Ganguli's random model of logits and logit gradients.
 
-Protocol. Simulate :mod:`goldilocks_zone.random_model` (D = 1000 parameters, C = 10 classes,
+Protocol. Simulate :mod:`goldilocks_zone.theory.random_model` (D = 1000 parameters, C = 10 classes,
 N samples; clustered logit gradients, weak GOE logit Hessians; SCIENCE.md §6) and form the
 Hessian exactly. For every seed:
 
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import log_grid
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import log_grid
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Config:
             raise ValueError(f"per_decade must be >= 1, got {self.per_decade}")
 
     def params(self):
-        from goldilocks_zone.random_model import RandomModelParams
+        from goldilocks_zone.theory.random_model import RandomModelParams
 
         return RandomModelParams(
             dim=self.dim, num_classes=self.num_classes, num_samples=self.num_samples,
@@ -92,7 +92,7 @@ QUICK = {"seeds": (0,), "margins": (0.0, 3.0), "per_decade": 1}
 
 
 def _spectrum_rows(sample, null_sample, seed: int) -> list[dict[str, Any]]:
-    from goldilocks_zone.random_model import gradient_overlap
+    from goldilocks_zone.theory.random_model import gradient_overlap
 
     ov = gradient_overlap(sample.hessian, sample.gradient)
     null_ev = torch.linalg.eigvalsh(null_sample.hessian).flip(0)
@@ -105,7 +105,7 @@ def _spectrum_rows(sample, null_sample, seed: int) -> list[dict[str, Any]]:
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import random_model as rm
+    from goldilocks_zone.theory import random_model as rm
 
     params = config.params()
     rows: list[dict[str, Any]] = []
@@ -284,7 +284,7 @@ def _sweep_panels(axes, sweep: pd.DataFrame, config: Mapping[str, Any]) -> None:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     spec = table[table["section"] == "spectrum"]

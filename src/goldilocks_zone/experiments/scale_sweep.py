@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import Problem, load_problem, log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import Problem, load_problem, log_grid, torch_dtype
 
 # Sample count used for P1's curvature measurements here. The paper measures on a subsample of
 # the training set; 1000 samples (100 per class on average) make the d x d statistics stable to
@@ -243,7 +243,7 @@ def describe(config: Mapping[str, Any]) -> str:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     hess = table[table["term"] == "hessian"]
     fig, axes = new_figure(2, 1, width=3.6, height=2.8)

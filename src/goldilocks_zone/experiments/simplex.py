@@ -12,7 +12,7 @@ Protocol.
 * **Simplex.** For the samples of a 3-class subset (``classes``), the softmax over those three
   logits, a point of the 2-simplex, early, in the middle of and late in training
   (``simplex_fractions`` of the run), with the mean entropy; and the same for the random
-  model's logits (:func:`~goldilocks_zone.random_model.simulate_logits`) at growing
+  model's logits (:func:`~goldilocks_zone.theory.random_model.simulate_logits`) at growing
   :math:`\sigma_z` (``random_sigma_zs``).
 * **Radial scale.** At initialisation, the logit variance of :math:`\alpha\theta_0` for
   :math:`\alpha` on a log grid (for a bias-free homogeneous network of L layers it grows as
@@ -40,8 +40,8 @@ import torch
 from torch.func import functional_call
 
 from goldilocks_zone.curvature.functional import evaluation_mode
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
 
 
 @dataclass
@@ -128,7 +128,6 @@ def _simplex_rows(logits3: torch.Tensor, labels: torch.Tensor, **keys: Any
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
-    from goldilocks_zone import random_model as rm
     from goldilocks_zone.experiments.logit_clustering import (
         accuracy_and_loss,
         load_split,
@@ -136,6 +135,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         per_sample_jacobians,
         sgd_trajectory,
     )
+    from goldilocks_zone.theory import random_model as rm
 
     dtype = torch_dtype(config.dtype)
     train, probe = load_split(config.dataset, train_samples=config.train_samples,
@@ -268,7 +268,7 @@ def _ternary(ax, points: pd.DataFrame, names: list[str], title: str) -> None:
 
 
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     classes = list(config.get("classes", (0, 1, 2)))

@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments.scale_sweep import (
     ScaleGridConfig,
     band,
@@ -175,7 +175,7 @@ def _power(x, exponent: float):
 def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     temp = table[table["sweep"] == "temperature"]
     scale_rows = table[table["sweep"] == "scale"]

@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
 
 STATISTICS = ("mean", "rms")
 
@@ -107,7 +107,7 @@ def eigenvector_images(vector: Tensor, offset: int, units: int,
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import hessian_top_eigenpairs
-    from goldilocks_zone.training import evaluate, initial_params
+    from goldilocks_zone.training.gradient_descent import evaluate, initial_params
 
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
@@ -172,7 +172,7 @@ def images_from_table(table: pd.DataFrame, scale: float, seed: int, statistic: s
 
 
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     for seed in sorted(table["seed"].unique()):

@@ -38,8 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import config_problem, log_grid, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import (
+    config_problem,
+    log_grid,
+    torch_device,
+    torch_dtype,
+)
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
@@ -137,7 +142,7 @@ def label_run(history: pd.DataFrame, *, majority_rate: float, num_classes: int,
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import data as data_lib
     from goldilocks_zone import models as model_lib
-    from goldilocks_zone.training import gradient_descent
+    from goldilocks_zone.training.gradient_descent import gradient_descent
 
     dt, dev = torch_dtype(config.dtype), torch_device(config.device)
     test_ds = data_lib.load(config.dataset, split="test", num_samples=config.test_samples,
@@ -221,7 +226,7 @@ _LABEL_STYLE = {
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     scales = sorted(table["scale"].unique())

@@ -63,8 +63,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.common import torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
 
 GAUSSIAN = "gaussian"
 
@@ -212,7 +212,7 @@ def cosine_datasets(config: Config) -> dict[str, Any]:
 
 
 def _evaluate(model: nn.Module, ds: Any, scale: float, config: Config, *, gradient: bool):
-    from goldilocks_zone.training import evaluate, initial_params
+    from goldilocks_zone.training.gradient_descent import evaluate, initial_params
 
     dt, dev = torch_dtype(config.dtype), torch_device(config.device)
     params = initial_params(model, scale=scale)
@@ -240,7 +240,7 @@ def find_uniform_scale(model: nn.Module, ds: Any, config: Config) -> tuple[float
 def cosine_rows(model: nn.Module, sets: dict[str, Any], scale: float, scale_kind: str,
                 seed: int, config: Config) -> list[dict[str, Any]]:
     """Part (a): one row per unordered pair of data sets (and the diagonal)."""
-    from goldilocks_zone.training import cosine
+    from goldilocks_zone.training.gradient_descent import cosine
 
     evs = {name: _evaluate(model, ds, scale, config, gradient=True) for name, ds in sets.items()}
     names = list(sets)
@@ -268,7 +268,7 @@ def mean_logit_jacobian(model: nn.Module, inputs: Tensor, *, scale: float,
     from torch.func import functional_call, vjp, vmap
 
     from goldilocks_zone.curvature.functional import iter_batches
-    from goldilocks_zone.training import initial_params
+    from goldilocks_zone.training.gradient_descent import initial_params
 
     params = initial_params(model, scale=scale)
     buffers = {n: b.detach() for n, b in model.named_buffers()}
@@ -499,7 +499,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments.plotting import new_figure, save_figure
+    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
     cos = table[table["part"] == "cosine"]

@@ -181,7 +181,7 @@ def collect(out_dir: str | Path, *, plot: bool = True,
     ``run_info`` (counts and timings of the sweep run that just finished) goes into the
     manifest under ``last_run``; without it the previous ``last_run`` is kept.
     """
-    from goldilocks_zone.experiments.runner import (
+    from goldilocks_zone.sweep.runner import (
         git_commit,
         load_results,
         package_versions,

@@ -23,7 +23,7 @@ A spec is a TOML file::
 The points are ``product(grid values ...) x zip rows`` in file order (the zipped group is the
 innermost loop; ``zip`` may also be an array of tables ``[[zip]]`` for several groups). Each
 point's full config is ``QUICK preset (if quick) <- base <- point values``, built and checked by
-:func:`goldilocks_zone.experiments.base.make_config`, and its key is a hash of
+:func:`goldilocks_zone.experiments._shared.base.make_config`, and its key is a hash of
 ``{experiment, full config}``, so the same config always gets the same key.
 """
 
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from goldilocks_zone import _toml
-from goldilocks_zone.experiments.base import Experiment, coerce, config_to_dict
+from goldilocks_zone.experiments._shared.base import Experiment, coerce, config_to_dict
+from goldilocks_zone.sweep import toml as _toml
 
 #: Hex digits of the SHA-256 kept in a point key: 64 bits make a collision among even a
 #: million points a ~3e-8 event, and keep file names short.
@@ -70,7 +70,8 @@ def point_key(experiment: str, config: Mapping[str, Any]) -> str:
 def resolve_experiment(ref: str) -> Experiment:
     """The experiment named by ``ref``: a registered id, or ``"package.module:ATTR"``.
 
-    The second form lets a sweep run any :class:`~goldilocks_zone.experiments.base.Experiment`
+    The second form lets a sweep run any
+    :class:`~goldilocks_zone.experiments._shared.base.Experiment`
     object (registered or not) defined in an importable module; Dask workers import the same
     module, so it must be importable there too.
     """
@@ -96,10 +97,10 @@ def resolve_experiment(ref: str) -> Experiment:
         if not isinstance(obj, Experiment):
             raise SpecError(
                 f"experiment {ref!r} is a {type(obj).__name__}, not a "
-                "goldilocks_zone.experiments.base.Experiment"
+                "goldilocks_zone.experiments._shared.base.Experiment"
             )
         return obj
-    from goldilocks_zone.experiments import base
+    from goldilocks_zone.experiments._shared import base
 
     try:
         return base.get(ref)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments.base import RunContext, make_config
+from goldilocks_zone.experiments._shared.base import RunContext, make_config
 
 DONE = "done"
 FAILED = "failed"

@@ -9,7 +9,7 @@ Every experiment module defines
 * ``run(config, ctx) -> pandas.DataFrame``: one tidy row per measured point;
 * ``plot(table, config, fig_dir) -> list[Path]``: draws the paper's figure from the table alone;
 
-and registers them with :func:`register`. The runner (:mod:`goldilocks_zone.experiments.runner`)
+and registers them with :func:`register`. The runner (:mod:`goldilocks_zone.sweep.runner`)
 and the sweep engine (:mod:`goldilocks_zone.sweep`) only talk to this protocol.
 """
 

@@ -163,7 +163,7 @@ class Diagnosis:
         also gets a ``.pdf`` twin). Returns the written paths."""
         import matplotlib.pyplot as plt
 
-        from goldilocks_zone.experiments.plotting import new_figure
+        from goldilocks_zone.experiments._shared.plotting import new_figure
 
         path = Path(path)
         if path.suffix == "":
@@ -475,7 +475,7 @@ def cli_main(argv: list[str]) -> int:
     ``report.txt``, ``diagnosis.json``, ``temperature_sweep.csv`` (and ``scale_sweep.csv``)
     and ``diagnosis.png``/``.pdf``."""
     from goldilocks_zone import data as data_lib
-    from goldilocks_zone.experiments.common import torch_device, torch_dtype
+    from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
 
     parser = argparse.ArgumentParser(
         prog="goldilocks diagnose",

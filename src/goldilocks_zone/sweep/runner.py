@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from goldilocks_zone.experiments.base import Experiment, RunContext, config_to_dict, get
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, config_to_dict, get
 
 MANIFEST = "manifest.json"
 RESULTS_CSV = "results.csv"

@@ -18,8 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from goldilocks_zone._toml import read_toml
-from goldilocks_zone.experiments import base
+from goldilocks_zone.experiments._shared import base
+from goldilocks_zone.sweep.toml import read_toml
 
 
 def _describe_type(annotation: Any) -> str:
@@ -114,7 +114,7 @@ def _cmd_run(argv: list[str]) -> int:
     except (KeyError, TypeError, ValueError) as exc:
         raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
 
-    from goldilocks_zone.experiments.runner import run_experiment
+    from goldilocks_zone.sweep.runner import run_experiment
 
     table, manifest = run_experiment(experiment.id, config, args.out, quick=args.quick,
                                      show_progress=not args.no_progress, plot=not args.no_plot)
@@ -170,7 +170,7 @@ def _print_summary(table, manifest: dict, out: Path) -> None:
 def _cmd_plot(args: argparse.Namespace) -> int:
     import json
 
-    from goldilocks_zone.experiments.runner import MANIFEST, replot
+    from goldilocks_zone.sweep.runner import MANIFEST, replot
 
     manifest = Path(args.dir) / MANIFEST
     try:
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return cli_main(argv[1:])
     if argv and argv[0] in ("sweep", "collect"):
-        from goldilocks_zone.sweep import cli as sweep_cli
+        from goldilocks_zone.cli import sweep as sweep_cli
 
         return sweep_cli.main(argv)
     args = parser.parse_args(argv)
