@@ -87,7 +87,7 @@ def g_term_point(problem, basis: torch.Tensor, *, scale: float, batch_size: int 
                  debias: bool) -> dict[str, Any]:
     """Measured :math:`\\kappa(G_R)` (and spectrum statistics) and the Eq. 9 prediction from
     one pass of projected Jacobians."""
-    from goldilocks_zone import projected_logit_jacobians, spectrum_stats
+    from goldilocks_zone.curvature import projected_logit_jacobians, spectrum_stats
     from goldilocks_zone.theory import (
         expected_g_curvature,
         fit_random_model,
@@ -136,7 +136,7 @@ def logit_panel(num_sets: int, num_classes: int, scales: tuple[float, ...], seed
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import random_basis
+    from goldilocks_zone.curvature import random_basis
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []

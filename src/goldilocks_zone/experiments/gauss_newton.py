@@ -72,7 +72,7 @@ QUICK = {"num_samples": 300, "dim": 20, "seeds": (0, 1, 2), "per_decade": 2}
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import subspace_curvature
+    from goldilocks_zone.curvature import subspace_curvature
     from goldilocks_zone.models import homogeneity
 
     scales = scale_grid(config.log10_range, config.per_decade)

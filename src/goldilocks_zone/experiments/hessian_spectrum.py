@@ -108,12 +108,12 @@ def _stats_row(eigs: torch.Tensor, cos: torch.Tensor, trace: tuple[float, float]
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import (
+    from goldilocks_zone import models as model_lib
+    from goldilocks_zone.curvature import (
         hessian_top_eigenpairs,
         hessian_vector_product,
         loss_gradient,
     )
-    from goldilocks_zone import models as model_lib
     from goldilocks_zone.curvature.slq import gaussian_density, stochastic_lanczos_quadrature
     from goldilocks_zone.experiments.logit_clustering import (
         accuracy_and_loss,

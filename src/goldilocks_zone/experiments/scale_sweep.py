@@ -88,7 +88,7 @@ def check_log_range(name: str, value: Sequence[float], per_decade: int) -> None:
 def setup(config: CurvatureConfig, seed: int) -> tuple[Problem, torch.Tensor]:
     """The problem (model built with ``seed``, data subsample with ``config.data_seed``) and
     the random basis (D, d) drawn with the same ``seed``."""
-    from goldilocks_zone import random_basis
+    from goldilocks_zone.curvature import random_basis
 
     problem = load_problem(model=config.model, dataset=config.dataset,
                            num_samples=config.num_samples, seed=seed, dtype=config.dtype,
@@ -173,7 +173,7 @@ QUICK = {"num_samples": 300, "dim": 20, "seeds": (0, 1, 2), "per_decade": 2}
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import subspace_curvature
+    from goldilocks_zone.curvature import subspace_curvature
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []

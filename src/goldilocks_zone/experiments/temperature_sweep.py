@@ -92,7 +92,7 @@ def weight_layer_count(model: nn.Module) -> int:
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    from goldilocks_zone import subspace_curvature
+    from goldilocks_zone.curvature import subspace_curvature
     from goldilocks_zone.models import homogeneity
 
     alphas = scale_grid(config.log10_range, config.per_decade)
