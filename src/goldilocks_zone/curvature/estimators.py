@@ -8,7 +8,7 @@ norm with standard errors; top eigenpairs by Lanczos with full reorthogonalisati
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -16,17 +16,13 @@ from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
 from goldilocks_zone.curvature.basis import _generator
+from goldilocks_zone.curvature.batches import Batch, chunks
 from goldilocks_zone.curvature.functional import (
-    Batch,
     Evaluator,
+    FunctionalModel,
     Params,
-    check_batch,
-    check_first_batch,
-    evaluation_mode,
+    check_basis,
     flatten,
-    iter_batches,
-    make_evaluator,
-    num_params,
     unflatten,
 )
 from goldilocks_zone.curvature.subspace import TERMS, softmax_residual
@@ -72,35 +68,47 @@ def _chunk_hvp(ev: Evaluator, x: Tensor, y: Tensor, vdict: Params, term: str) ->
 def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vectors: Tensor,
                            *, term: str = "hessian", scale: float = 1.0,
                            temperature: float = 1.0, params: Params | None = None,
-                           batch_size: int | None = None, train_mode: bool = False) -> Tensor:
+                           batch_size: int | None = None, train_mode: bool = False,
+                           trainable_only: bool = True) -> Tensor:
     r""":math:`A v` for A the full-space Hessian, G-term or H-term of the mean cross-entropy.
 
     ``vectors``: (D,) or (D, m) in ``parameters_to_vector`` order (any float dtype; computed in
     the model's dtype). Returns float64 of the same shape, on the model's device.
     """
     _check_term(term)
-    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
-    p0 = next(iter(ev.params.values()))
+    ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
+                         train_mode=train_mode, trainable_only=trainable_only)
+    return _hvp(ev, data, vectors, term, batch_size)
+
+
+def _reiterable(data):
+    """Multi-pass functions need data that can be iterated again (not a one-shot iterator)."""
+    if isinstance(data, Iterator):
+        raise TypeError("this function passes over the data several times; give a tensor "
+                        "pair, a list of batches, a Dataset or a DataLoader, not a one-shot "
+                        "iterator/generator")
+    return data
+
+
+def _hvp(ev: Evaluator, data, vectors: Tensor, term: str, batch_size: int | None) -> Tensor:
+    """:func:`hessian_vector_product` with the functional model built by the caller."""
+    if not isinstance(vectors, Tensor):
+        raise TypeError(f"vectors must be a tensor (D,) or (D, m), got "
+                        f"{type(vectors).__name__}")
     single = vectors.ndim == 1
     v = vectors[:, None] if single else vectors
-    if v.ndim != 2 or v.shape[0] != num_params(ev.params):
-        raise ValueError(f"vectors must have shape (D,) or (D, m) with D = "
-                         f"{num_params(ev.params)}, got {tuple(vectors.shape)}")
-    v = v.to(dtype=p0.dtype, device=p0.device)
+    if v.ndim != 2 or v.shape[0] != ev.num_params or v.shape[1] == 0:
+        raise ValueError(f"vectors must have shape (D,) or (D, m) with D = {ev.num_params} "
+                         f"(trainable parameters) and m >= 1, got {tuple(vectors.shape)}")
+    v = v.to(dtype=ev.dtype, device=ev.device)
     m = v.shape[1]
     vdict = unflatten(v, ev.params)
-    total = torch.zeros(v.shape, dtype=torch.float64, device=p0.device)
+    total = torch.zeros(v.shape, dtype=torch.float64, device=ev.device)
     n = 0
-    with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
-        for x, y in iter_batches(data, batch_size):
-            if n == 0:
-                k = check_first_batch(x, y, ev)
-            else:
-                check_batch(x, y, None, ev, num_classes=k)
+    with ev.mode(), torch.no_grad(), torch.enable_grad():
+        for x, y in chunks(data, ev, batch_size):
             total += _flatten_batched(_chunk_hvp(ev, x, y, vdict, term), m).to(torch.float64)
-            n += x.shape[0]
-    if n == 0:
-        raise ValueError("data is empty")
+            n += y.shape[0]
     total /= n
     return total[:, 0] if single else total
 
@@ -108,28 +116,25 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
 def loss_gradient(model: nn.Module, data: Batch | Iterable[Batch], *,
                   basis: Tensor | None = None, scale: float = 1.0, temperature: float = 1.0,
                   params: Params | None = None, batch_size: int | None = None,
-                  train_mode: bool = False) -> Tensor:
+                  train_mode: bool = False, trainable_only: bool = True) -> Tensor:
     r""":math:`\nabla L = \frac{1}{ST}\sum_s J_s^\top (p_s - y_s)` in full space (D,), or
     projected :math:`R^\top \nabla L` (d,) when ``basis`` is given. float64."""
-    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
+                         train_mode=train_mode, trainable_only=trainable_only)
+    if basis is not None:
+        check_basis(basis, ev)
     total = None
     n = 0
-    with evaluation_mode(model, train_mode), torch.no_grad(), torch.enable_grad():
-        for x, y in iter_batches(data, batch_size):
+    with ev.mode(), torch.no_grad(), torch.enable_grad():
+        for x, y in chunks(data, ev, batch_size, forward_mode=False):
             z, pullback = vjp(lambda p, x=x: ev.logits(p, x), ev.params)
-            check_batch(x, y, z, ev)
             dz = softmax_residual(z, y)
             g = flatten(pullback(dz)[0]).to(torch.float64)
             total = g if total is None else total + g
-            n += x.shape[0]
-    if n == 0:
-        raise ValueError("data is empty")
+            n += y.shape[0]
     grad = total / n
     if basis is None:
         return grad
-    if basis.ndim != 2 or basis.shape[0] != grad.shape[0]:
-        raise ValueError(f"basis must have shape ({grad.shape[0]}, d), got "
-                         f"{tuple(basis.shape)}")
     return basis.to(device=grad.device, dtype=torch.float64).T @ grad
 
 
@@ -147,13 +152,28 @@ def _rademacher(dim: int, count: int, gen: torch.Generator) -> Tensor:
     return torch.randint(0, 2, (dim, count), generator=gen).to(torch.float64) * 2 - 1
 
 
+def _operator(model: nn.Module, data, term: str, kwargs: dict
+              ) -> tuple[Callable[[Tensor], Tensor], int]:
+    """``v -> A v`` with the functional model built once, and the dimension D."""
+    _check_term(term)
+    known = {"scale", "temperature", "params", "batch_size", "train_mode", "trainable_only"}
+    if set(kwargs) - known:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(set(kwargs) - known)}; "
+                        f"accepted: {sorted(known)}")
+    batch_size = kwargs.pop("batch_size", None)
+    ev = FunctionalModel(model, **kwargs)
+    data = _reiterable(data)
+    return (lambda v: _hvp(ev, data, v, term, batch_size)), ev.num_params
+
+
 def _probe_products(model, data, term, num_probes, seed, kwargs):
-    ev_dim = sum(p.numel() for p in model.parameters())
+    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
+    matvec, dim = _operator(model, data, term, dict(kwargs))
     gen = _generator(seed)
     for start in range(0, num_probes, PROBE_BLOCK):
-        v = _rademacher(ev_dim, min(PROBE_BLOCK, num_probes - start), gen)
-        av = hessian_vector_product(model, data, v, term=term, **kwargs)
-        yield v, av.cpu()
+        v = _rademacher(dim, min(PROBE_BLOCK, num_probes - start), gen)
+        yield v, matvec(v).cpu()
 
 
 def hutchinson_trace(model: nn.Module, data: Batch | Iterable[Batch], *,
@@ -275,11 +295,6 @@ def hessian_top_eigenpairs(model: nn.Module, data: Batch | Iterable[Batch], k: i
     """Top-k eigenpairs of the full-space Hessian (or G-/H-term) by :func:`lanczos` on
     :func:`hessian_vector_product`. ``kwargs``: scale, temperature, params, batch_size,
     train_mode. Eigenvectors are (D, k) float64 in ``parameters_to_vector`` order."""
-    _check_term(term)
-    dim = sum(p.numel() for p in model.parameters())
-
-    def matvec(v: Tensor) -> Tensor:
-        return hessian_vector_product(model, data, v, term=term, **kwargs)
-
+    matvec, dim = _operator(model, data, term, dict(kwargs))
     return lanczos(matvec, dim, k, which=which, max_iterations=max_iterations, tol=tol,
                    seed=seed)

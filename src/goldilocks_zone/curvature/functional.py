@@ -1,31 +1,71 @@
-"""Functional evaluation of a user's model: parameters as dicts, scale, temperature, data.
+r"""The one functional view of a user's model: parameters → logits.
 
-Everything here treats the user's ``nn.Module`` as read-only: parameters are passed to
-``torch.func.functional_call`` as a dict, buffers are copied, and the train/eval flags that an
-evaluation needs are restored afterwards.
+:class:`FunctionalModel` evaluates :math:`z = f(x;\, s\,\theta) / T` (scale ``s``, temperature
+``T``) for a parameter dict :math:`\theta`, and is the only place in the package that calls
+``torch.func.functional_call``. It treats the user's ``nn.Module`` as read-only:
+
+- **parameters** are passed as a dict of tensors; with ``trainable_only=True`` (default) only
+  the parameters with ``requires_grad`` are differentiated (they fix the dimension ``D`` and the
+  row order of a basis: ``model.parameters()`` order, frozen ones skipped); frozen parameters
+  are passed as constants, scaled like the rest;
+- **tied / shared weights** (``self.b = self.a``, or ``dec.weight = emb.weight``): each unique
+  parameter appears once (as in ``model.parameters()``) and is fed to every module slot that
+  holds it, so gradients flow through all uses and the module is never left with a tensor in
+  place of its ``Parameter``;
+- **buffers** are copied (BatchNorm running statistics are never written back);
+- **outputs**: a tensor; a tuple/list → its first tensor; a mapping → its ``"logits"`` entry;
+  an object with a ``.logits`` tensor (HuggingFace ``ModelOutput``); or ``output(out)`` when
+  the user passes an ``output=`` callable;
+- **inputs**: a tensor (``model(x)``), a tuple of tensors (``model(*x)``) or a dict of tensors
+  (``model(**x)``);
+- **mode**: eval by default; ``train_mode=True`` uses batch statistics (see :meth:`mode`).
+  Inside :meth:`mode` attention runs on the exact "math" kernel of
+  ``scaled_dot_product_attention`` and ``nn.MultiheadAttention``'s inference fast path is
+  off, because the fused kernels have no forward-mode derivative.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 Params = dict[str, Tensor]
+#: What a model is called with: ``model(x)``, ``model(*x)`` or ``model(**x)``.
+Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 
 #: Chunk size used when ``batch_size=None``: large enough for efficient batched kernels,
 #: small enough that tangent activations of d = 50 directions fit in a laptop's memory.
 DEFAULT_BATCH_SIZE = 1024
 
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "FunctionalModel",
+    "Inputs",
+    "Params",
+    "UnsupportedModelError",
+    "check_train_mode",
+    "flatten",
+    "model_params",
+    "num_params",
+    "unflatten",
+]
 
-def model_params(model: nn.Module) -> Params:
-    """The model's parameters as a dict of detached tensors, in ``model.parameters()`` order."""
-    return {name: p.detach() for name, p in model.named_parameters()}
+
+class UnsupportedModelError(TypeError):
+    """The model uses an operation the engine cannot differentiate (named in the message)."""
+
+
+def model_params(model: nn.Module, *, trainable_only: bool = False) -> Params:
+    """The model's unique parameters as detached tensors, in ``model.parameters()`` order
+    (tied parameters once); with ``trainable_only`` only those with ``requires_grad``."""
+    return {name: p.detach() for name, p in model.named_parameters()
+            if p.requires_grad or not trainable_only}
 
 
 def num_params(params: Params) -> int:
@@ -33,7 +73,7 @@ def num_params(params: Params) -> int:
 
 
 def flatten(tensors: Params) -> Tensor:
-    """Concatenate a parameter-shaped dict into one vector (``parameters_to_vector`` order)."""
+    """Concatenate a parameter-shaped dict into one vector (dict order)."""
     return torch.cat([t.reshape(-1) for t in tensors.values()])
 
 
@@ -43,6 +83,10 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     For a matrix the column index becomes the *leading* dimension of every piece:
     ``(D, m) -> {name: (m, *shape)}``.
     """
+    total = num_params(like)
+    if vector.shape[0] != total:
+        raise ValueError(f"expected {total} entries (one per parameter), got "
+                         f"{vector.shape[0]}")
     out: Params = {}
     offset = 0
     for name, p in like.items():
@@ -54,31 +98,6 @@ def unflatten(vector: Tensor, like: Params) -> Params:
             out[name] = block.T.reshape(vector.shape[1], *p.shape)
         offset += n
     return out
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module, train: bool) -> Iterator[None]:
-    """Temporarily put every submodule in train (``True``) or eval mode, then restore each
-    submodule's own flag, so the caller's model leaves exactly as it came.
-
-    In train mode BatchNorm layers normalise with the batch statistics of each chunk and do
-    not update their running statistics (``track_running_stats`` is switched off meanwhile).
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    norms = [(m, m.track_running_stats) for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    try:
-        for m, _ in flags:
-            m.training = train
-        if train:
-            for m, _ in norms:
-                m.track_running_stats = False
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-        for m, flag in norms:
-            m.track_running_stats = flag
 
 
 _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -96,143 +115,235 @@ def check_train_mode(model: nn.Module) -> None:
         )
 
 
-@dataclass
-class Evaluator:
-    """A model evaluated functionally at ``scale * params`` with logits divided by
-    ``temperature``: ``z = f(x; scale * theta) / T``."""
-
-    model: nn.Module
-    params: Params  # already scaled
-    buffers: dict[str, Tensor]
-    temperature: float
-
-    def logits(self, params: Params, x: Tensor) -> Tensor:
-        out = functional_call(self.model, (params, self.buffers), (x,))
-        return out / self.temperature
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def check_params(model: nn.Module, params: Params) -> None:
-    """``params`` must have exactly the model's parameter names and shapes."""
-    base = model_params(model)
-    missing, extra = set(base) - set(params), set(params) - set(base)
-    if missing or extra:
-        raise ValueError(f"params must have exactly the model's parameter names; missing "
-                         f"{sorted(missing)}, unexpected {sorted(extra)}")
-    for name, p in base.items():
-        if params[name].shape != p.shape:
-            raise ValueError(f"params[{name!r}] has shape {tuple(params[name].shape)}, the "
-                             f"model's has {tuple(p.shape)}")
+@contextlib.contextmanager
+def _exact_attention() -> Iterator[None]:
+    """Math kernel for ``scaled_dot_product_attention``, no MultiheadAttention fast path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+def _slots(model: nn.Module, kind: str) -> list[tuple[str, Tensor]]:
+    """Every (module, attribute) slot holding a parameter (``kind="_parameters"``) or buffer,
+    once per slot even when a module is registered under several names."""
+    out = []
+    for prefix, module in model.named_modules():
+        for attr, value in getattr(module, kind).items():
+            if value is not None:
+                out.append((f"{prefix}.{attr}" if prefix else attr, value))
+    return out
+
+
+def _extract_logits(out: Any) -> Tensor:
+    """The output rule: tensor; first tensor of a tuple/list; ``"logits"`` of a mapping;
+    ``.logits`` of an object."""
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping):
+        if isinstance(out.get("logits"), Tensor):
+            return out["logits"]
+        raise TypeError(f"the model returned a mapping without a 'logits' tensor (keys: "
+                        f"{sorted(map(str, out))}); pass output=lambda out: out[<key>]")
+    if isinstance(getattr(out, "logits", None), Tensor):
+        return out.logits
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, Tensor):
+                return item
+    raise TypeError(f"cannot find logits in the model's output of type {type(out).__name__}; "
+                    "return a tensor, a tuple whose first tensor is the logits, a dict with "
+                    "'logits', an object with .logits, or pass output=<callable>")
+
+
+class FunctionalModel:
+    r"""A model evaluated functionally at ``scale * params`` with logits divided by
+    ``temperature``: :math:`z = f(x;\, s\theta)/T`.
+
+    Attributes:
+        params: the differentiated parameters, already scaled (``dict`` in
+            ``model.parameters()`` order; trainable ones only unless ``trainable_only=False``).
+        constants: the frozen parameters (scaled), passed as constants.
+        buffers: copies of the model's buffers.
+
+    ``logits(params, inputs)`` evaluates the model at any parameter dict with the same names
+    as :attr:`params`. Use it inside ``with fm.mode():``.
+    """
+
+    def __init__(self, model: nn.Module, *, scale: float = 1.0, temperature: float = 1.0,
+                 params: Params | None = None, train_mode: bool = False,
+                 trainable_only: bool = True,
+                 output: Callable[[Any], Tensor] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        t = float(temperature)
+        if not math.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a positive finite number, got "
+                             f"{temperature!r}")
+        s = float(scale)
+        if not math.isfinite(s):
+            raise ValueError(f"scale must be finite, got {scale!r}")
+        if output is not None and not callable(output):
+            raise TypeError("output must be a callable mapping the model's output to logits")
+        if train_mode:
+            check_train_mode(model)
+        every = model_params(model)
+        if not every:
+            raise ValueError("the model has no parameters")
+        wanted = [n for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+        if not wanted:
+            raise ValueError("the model has no trainable parameters (all have "
+                             "requires_grad=False); pass trainable_only=False to measure them")
+        if params is not None:
+            every = self._check_params(every, wanted, params)
+        dtypes = {p.dtype for p in every.values()}
+        devices = {p.device for p in every.values()}
+        if len(dtypes) > 1 or len(devices) > 1:
+            raise ValueError(f"all parameters must share one dtype and device, got {dtypes} "
+                             f"on {devices}; convert the model with .to(dtype, device)")
+        scaled = {n: p * s if s != 1.0 else p for n, p in every.items()}
+        self.model = model
+        self.scale = s
+        self.temperature = t
+        self.train_mode = bool(train_mode)
+        self.output = output
+        self.params: Params = {n: scaled[n] for n in wanted}
+        self.constants: Params = {n: p for n, p in scaled.items() if n not in self.params}
+        self.buffers: dict[str, Tensor] = {n: b.detach().clone()
+                                           for n, b in _slots(model, "_buffers")}
+        canonical = {id(p): n for n, p in model.named_parameters()}
+        self._param_slots = [(slot, canonical[id(p)]) for slot, p in _slots(model, "_parameters")]
+
+    @staticmethod
+    def _check_params(base: Params, wanted: list[str], params: Params) -> Params:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict name -> tensor, got {type(params).__name__}")
+        missing = set(wanted) - set(params)
+        extra = set(params) - set(base)
+        if missing or extra:
+            raise ValueError(f"params must have the model's parameter names (see "
+                             f"model.named_parameters()); missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for name, p in params.items():
+            if not isinstance(p, Tensor) or p.shape != base[name].shape:
+                shape = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
+                raise ValueError(f"params[{name!r}] has shape {shape}, the model's has "
+                                 f"{tuple(base[name].shape)}")
+        return {n: (params[n] if n in params else p).detach() for n, p in base.items()}
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def num_params(self) -> int:
+        """D: the number of differentiated parameters (rows of a basis)."""
+        return num_params(self.params)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.params.values())).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
+
+    # ------------------------------------------------------------------ evaluation
+
+    def raw(self, params: Params, inputs: Inputs) -> Tensor:
+        """:math:`f(x; \\theta)` (no temperature) for a dict with the names of :attr:`params`."""
+        merged = {**self.constants, **params}
+        slots = {slot: merged[name] for slot, name in self._param_slots}
+        slots.update(self.buffers)
+        if isinstance(inputs, Mapping):
+            args, kwargs = (), dict(inputs)
+        elif isinstance(inputs, (tuple, list)):
+            args, kwargs = tuple(inputs), None
+        else:
+            args, kwargs = (inputs,), None
+        out = functional_call(self.model, slots, args, kwargs, tie_weights=False, strict=False)
+        return self.output(out) if self.output is not None else _extract_logits(out)
+
+    def logits(self, params: Params, inputs: Inputs) -> Tensor:
+        """:math:`z = f(x; \\theta) / T` (B, K)."""
+        return self.raw(params, inputs) / self.temperature
+
+    def __call__(self, inputs: Inputs) -> Tensor:
+        """Logits at :attr:`params`."""
+        return self.logits(self.params, inputs)
+
+    def at(self, params: Params) -> FunctionalModel:
+        """The same model (buffers, constants, temperature, mode) at other parameters."""
+        other = object.__new__(FunctionalModel)
+        other.__dict__.update(self.__dict__)
+        other.params = {n: params[n] for n in self.params}
+        return other
+
+    @contextlib.contextmanager
+    def mode(self) -> Iterator[None]:
+        """Put every submodule in train (``train_mode``) or eval mode, then restore each
+        submodule's own flag, so the caller's model leaves exactly as it came.
+
+        In train mode BatchNorm layers normalise with the statistics of each batch *as the
+        caller gave it* and do not update their running statistics
+        (``track_running_stats`` is off meanwhile and restored after).
+        """
+        model, train = self.model, self.train_mode
+        flags = [(m, m.training) for m in model.modules()]
+        norms = [(m, m.track_running_stats) for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        try:
+            for m, _ in flags:
+                m.training = train
+            if train:
+                for m, _ in norms:
+                    m.track_running_stats = False
+            with _exact_attention():
+                yield
+        finally:
+            for m, flag in flags:
+                m.training = flag
+            for m, flag in norms:
+                m.track_running_stats = flag
+
+
+def check_basis(basis: Tensor, fm: FunctionalModel) -> None:
+    """A basis (D, d): D = ``fm.num_params`` rows, d ≥ 1 columns, the model's dtype and
+    device."""
+    n = fm.num_params
+    if not isinstance(basis, Tensor):
+        raise TypeError(f"basis must be a tensor of shape ({n}, dim), got "
+                        f"{type(basis).__name__}; build it with random_basis({n}, dim)")
+    if basis.ndim != 2:
+        raise ValueError(f"basis must be a 2-D tensor of shape (num_params, dim) = ({n}, dim), "
+                         f"got shape {tuple(basis.shape)}")
+    if basis.shape[1] == 0:
+        raise ValueError("basis has 0 columns: the subspace dimension must be at least 1")
+    if basis.shape[0] != n:
+        raise ValueError(f"basis has {basis.shape[0]} rows but the model has {n} parameters "
+                         f"(trainable ones, model.parameters() order); build it with "
+                         f"random_basis({n}, dim)")
+    if basis.dtype != fm.dtype:
+        raise ValueError(f"basis has dtype {basis.dtype} but the model's parameters are "
+                         f"{fm.dtype}; use random_basis(..., dtype={fm.dtype})")
+    if basis.device != fm.device:
+        raise ValueError(f"basis is on {basis.device} but the model's parameters are on "
+                         f"{fm.device}; use random_basis(..., device={str(fm.device)!r})")
+
+
+#: Kept for code written against the former evaluator name.
+Evaluator = FunctionalModel
 
 
 def make_evaluator(model: nn.Module, *, scale: float = 1.0, temperature: float = 1.0,
-                   params: Params | None = None) -> Evaluator:
-    """Validate scale/temperature/params and build the functional evaluator."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    s = float(scale)
-    if not math.isfinite(s):
-        raise ValueError(f"scale must be finite, got {scale!r}")
-    base = model_params(model)
-    if not base:
-        raise ValueError("the model has no parameters")
-    if params is not None:
-        check_params(model, params)
-        base = {name: params[name].detach() for name in base}
-    dtypes = {p.dtype for p in base.values()}
-    devices = {p.device for p in base.values()}
-    if len(dtypes) > 1 or len(devices) > 1:
-        raise ValueError(f"all parameters must share one dtype and device, got {dtypes} "
-                         f"on {devices}")
-    scaled = {name: p * s for name, p in base.items()} if s != 1.0 else dict(base)
-    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
-    return Evaluator(model=model, params=scaled, buffers=buffers, temperature=t)
-
-
-Batch = tuple[Tensor, Tensor]
-
-
-def iter_batches(data: Batch | Iterable[Batch], batch_size: int | None) -> Iterator[Batch]:
-    """Yield ``(inputs, targets)`` chunks of at most ``batch_size`` samples.
-
-    ``data`` is a tuple of two tensors or an iterable of such pairs (e.g. a DataLoader); each
-    pair is re-chunked to ``batch_size``. ``batch_size=None`` uses DEFAULT_BATCH_SIZE.
-    """
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    size = batch_size or DEFAULT_BATCH_SIZE
-    if _is_pair(data):
-        batches: Iterable = [data]
-    else:
-        batches = data
-    for batch in batches:
-        if not _is_pair(batch):
-            raise TypeError("data must be a tuple (inputs, targets) of tensors or an iterable "
-                            f"of such tuples; got a batch of type {type(batch).__name__}")
-        x, y = batch
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"inputs and targets disagree on the number of samples: "
-                             f"{x.shape[0]} vs {y.shape[0]}")
-        for start in range(0, x.shape[0], size):
-            yield x[start:start + size], y[start:start + size]
-
-
-def _is_pair(obj: object) -> bool:
-    return (isinstance(obj, (tuple, list)) and len(obj) == 2
-            and all(isinstance(t, Tensor) for t in obj))
-
-
-def check_batch(x: Tensor, y: Tensor, logits: Tensor | None, evaluator: Evaluator, *,
-                num_classes: int | None = None) -> None:
-    """Check dtype/device of inputs, integer 1-D targets, the (batch, K) shape of ``logits``
-    (when given) and targets in [0, K) (K from ``logits`` or ``num_classes``)."""
-    p = next(iter(evaluator.params.values()))
-    if x.device != p.device:
-        raise ValueError(f"inputs are on {x.device} but the model's parameters are on "
-                         f"{p.device}; move them with .to({str(p.device)!r})")
-    if x.is_floating_point() and x.dtype != p.dtype:
-        raise ValueError(f"inputs have dtype {x.dtype} but the model's parameters are "
-                         f"{p.dtype}; convert one of them (e.g. inputs.to({p.dtype}))")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"targets must be integer class indices, got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"targets must be a 1-D tensor of class indices, got shape "
-                         f"{tuple(y.shape)}")
-    k = num_classes
-    if logits is not None:
-        if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-            raise ValueError(f"the model must map a batch of inputs to logits of shape "
-                             f"(batch, classes); for a batch of {x.shape[0]} it returned "
-                             f"{tuple(logits.shape)}")
-        k = logits.shape[1]
-    if k is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-        raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
-                         f"values in [{int(y.min())}, {int(y.max())}]")
-
-
-def check_first_batch(x: Tensor, y: Tensor, evaluator: Evaluator) -> int:
-    """Validate the first chunk cheaply (a forward pass on two samples) before heavy work;
-    return the number of classes K for checking the later chunks."""
-    check_batch(x, y, None, evaluator)  # dtype/device first: the probe forward needs them
-    logits = evaluator.logits(evaluator.params, x[:2])
-    check_batch(x[:2], y[:2], logits, evaluator)
-    check_batch(x, y, None, evaluator, num_classes=logits.shape[1])
-    return logits.shape[1]
-
-
-def check_basis(basis: Tensor, evaluator: Evaluator) -> None:
-    p = next(iter(evaluator.params.values()))
-    n = num_params(evaluator.params)
-    if not isinstance(basis, Tensor) or basis.ndim != 2:
-        raise ValueError("basis must be a 2-D tensor of shape (num_params, dim)")
-    if basis.shape[0] != n:
-        raise ValueError(f"basis has {basis.shape[0]} rows but the model has {n} parameters; "
-                         f"build it with random_basis({n}, dim)")
-    if basis.dtype != p.dtype:
-        raise ValueError(f"basis has dtype {basis.dtype} but the model's parameters are "
-                         f"{p.dtype}; use random_basis(..., dtype={p.dtype})")
-    if basis.device != p.device:
-        raise ValueError(f"basis is on {basis.device} but the model's parameters are on "
-                         f"{p.device}; use random_basis(..., device={str(p.device)!r})")
+                   params: Params | None = None, train_mode: bool = False) -> FunctionalModel:
+    """Former name of the :class:`FunctionalModel` constructor."""
+    return FunctionalModel(model, scale=scale, temperature=temperature, params=params,
+                           train_mode=train_mode)

@@ -25,17 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
+from goldilocks_zone.curvature.batches import Batch, BatchStatistics, chunks
 from goldilocks_zone.curvature.functional import (
-    Batch,
     Evaluator,
+    FunctionalModel,
     Params,
     check_basis,
-    check_batch,
-    check_first_batch,
-    check_train_mode,
-    evaluation_mode,
-    iter_batches,
-    make_evaluator,
     unflatten,
 )
 from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
@@ -145,7 +140,8 @@ def _chunk_pass(ev: Evaluator, x: Tensor, y: Tensor, basis_dict: Params,
 def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                        temperature: float = 1.0, scale: float = 1.0,
                        params: Params | None = None, batch_size: int | None = None,
-                       verify_split: bool = False, train_mode: bool = False
+                       verify_split: bool = False, train_mode: bool = False,
+                       trainable_only: bool = True
                        ) -> SubspaceCurvature:
     r"""Hessian, G-term and H-term of the mean cross-entropy restricted to span(basis).
 
@@ -168,10 +164,9 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
-    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
+                         train_mode=train_mode, trainable_only=trainable_only)
     check_basis(basis, ev)
-    if train_mode:
-        check_train_mode(model)
     basis_dict = unflatten(basis, ev.params)  # name -> (d, *shape)
     d = basis.shape[1]
     acc = torch.zeros(d, d, dtype=torch.float64)
@@ -179,20 +174,10 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     g_term = acc.clone()
     h_direct = acc.clone() if verify_split else None
     grad = torch.zeros(d, dtype=torch.float64)
-    loss_sum = 0.0
-    correct = 0
-    num_samples = 0
-    probs_sum = None
-    counts = None
+    stats = BatchStatistics()
 
-    with evaluation_mode(model, train_mode), torch.no_grad():
-        for x, y in iter_batches(data, batch_size):
-            if x.shape[0] == 0:
-                continue
-            if num_samples == 0:
-                k = check_first_batch(x, y, ev)
-            else:
-                check_batch(x, y, None, ev, num_classes=k)
+    with ev.mode(), torch.no_grad():
+        for x, y in chunks(data, ev, batch_size):
             with torch.enable_grad():
                 h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict)
             logp = torch.log_softmax(z, dim=-1)
@@ -200,20 +185,13 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             hessian += h_t.to(torch.float64).cpu()
             g_term += gauss_newton_product(z_t, probs).to(torch.float64).cpu()
             grad += proj.to(torch.float64).cpu()
-            loss_sum += float(-logp.gather(1, y[:, None]).sum())
-            correct += int((z.argmax(-1) == y).sum())
-            p_sum = probs.sum(0).to(torch.float64).cpu()
-            c_sum = torch.bincount(y.cpu(), minlength=k).to(torch.float64)
-            probs_sum = p_sum if probs_sum is None else probs_sum + p_sum
-            counts = c_sum if counts is None else counts + c_sum
-            num_samples += x.shape[0]
+            stats.add(z, y)
             if verify_split:
                 cot = softmax_residual(z, y).detach()
                 with torch.enable_grad():
                     hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, cotangent=cot)
                 h_direct += hd_t.to(torch.float64).cpu()
-    if num_samples == 0:
-        raise ValueError("data is empty: no samples to measure the curvature on")
+    num_samples = stats.num_samples
 
     def finish(m: Tensor) -> Tensor:
         m = m / num_samples
@@ -227,13 +205,13 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
         denom = float(torch.linalg.matrix_norm(hessian))
         num = float(torch.linalg.matrix_norm(hessian - g_term - h_direct))
         residual = num / denom if denom > 0 else num
-    loss = loss_sum / num_samples
+    loss = stats.loss
     finite = math.isfinite(loss) and bool(torch.isfinite(hessian).all()) and bool(
         torch.isfinite(g_term).all())
     return SubspaceCurvature(
         hessian=hessian, g_term=g_term, h_term=h_term, loss=loss, num_samples=num_samples,
-        accuracy=correct / num_samples, projected_gradient=grad / num_samples,
-        mean_probs=probs_sum / num_samples, class_prior=counts / num_samples,
+        accuracy=stats.accuracy, projected_gradient=grad / num_samples,
+        mean_probs=stats.mean_probs, class_prior=stats.class_prior,
         scale=float(scale), temperature=float(temperature), finite=finite,
         h_term_direct=h_direct, split_residual=residual,
     )
@@ -251,21 +229,15 @@ class ProjectedJacobians:
 
 def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                     scale: float, temperature: float, params: Params | None,
-                    batch_size: int | None, train_mode: bool):
+                    batch_size: int | None, train_mode: bool, trainable_only: bool):
     """Yield ``(z, z_t, y)`` per chunk: logits (B, K) and their tangents (d, B, K) along the
     basis columns, by forward mode (``vmap`` over the d directions of ``jvp``)."""
-    ev = make_evaluator(model, scale=scale, temperature=temperature, params=params)
+    ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
+                         train_mode=train_mode, trainable_only=trainable_only)
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)
-    with evaluation_mode(model, train_mode), torch.no_grad():
-        k = None
-        for x, y in iter_batches(data, batch_size):
-            if x.shape[0] == 0:
-                continue
-            if k is None:
-                k = check_first_batch(x, y, ev)
-            else:
-                check_batch(x, y, None, ev, num_classes=k)
+    with ev.mode(), torch.no_grad():
+        for x, y in chunks(data, ev, batch_size):
 
             def along(tangent: Params, x=x):
                 return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
@@ -277,13 +249,14 @@ def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
 def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor,
                               *, scale: float = 1.0, temperature: float = 1.0,
                               params: Params | None = None, batch_size: int | None = None,
-                              train_mode: bool = False) -> ProjectedJacobians:
+                              train_mode: bool = False, trainable_only: bool = True
+                              ) -> ProjectedJacobians:
     """:math:`J_s R / T` for every sample: cost ≈ d forward passes, no loop over samples or
     classes. Memory grows with S×K×d (use :func:`subspace_g_term` for the G-term alone)."""
     jacs, probs, targets = [], [], []
     for z, z_t, y in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
-                                     train_mode=train_mode):
+                                     train_mode=train_mode, trainable_only=trainable_only):
         jacs.append(z_t.permute(1, 2, 0).to(torch.float64).cpu())
         probs.append(torch.softmax(z, -1).to(torch.float64).cpu())
         targets.append(y.cpu())
@@ -294,16 +267,17 @@ def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], b
 
 def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                     scale: float = 1.0, temperature: float = 1.0, params: Params | None = None,
-                    batch_size: int | None = None, train_mode: bool = False) -> Tensor:
+                    batch_size: int | None = None, train_mode: bool = False,
+                    trainable_only: bool = True) -> Tensor:
     r"""The G-term :math:`G_R` alone (d×d float64), by forward mode only (≈ d forward passes):
     cheaper than :func:`subspace_curvature` when the H-term is not needed."""
     total, n = None, 0
-    for z, z_t, _ in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
+    for z, z_t, y in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
-                                     train_mode=train_mode):
+                                     train_mode=train_mode, trainable_only=trainable_only):
         g = gauss_newton_product(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
         total = g if total is None else total + g
-        n += z.shape[0]
+        n += y.shape[0]
     if total is None:
         raise ValueError("data is empty")
     total = total / n
