@@ -23,6 +23,7 @@ from goldilocks_zone.curvature.functional import (
     Params,
     check_basis,
     flatten,
+    flatten_rows,
     unflatten,
 )
 from goldilocks_zone.curvature.subspace import TERMS, softmax_residual
@@ -38,7 +39,7 @@ def _check_term(term: str) -> None:
 
 def _flatten_batched(tensors: Params, m: int) -> Tensor:
     """{name: (m, *shape)} -> (D, m)."""
-    return torch.cat([t.reshape(m, -1) for t in tensors.values()], dim=1).T
+    return flatten_rows(tensors).T
 
 
 def _chunk_hvp(ev: Evaluator, x: Tensor, y: Tensor, vdict: Params, term: str) -> Params:

@@ -51,6 +51,7 @@ __all__ = [
     "UnsupportedModelError",
     "check_train_mode",
     "flatten",
+    "flatten_rows",
     "model_params",
     "num_params",
     "unflatten",
@@ -75,6 +76,12 @@ def num_params(params: Params) -> int:
 def flatten(tensors: Params) -> Tensor:
     """Concatenate a parameter-shaped dict into one vector (dict order)."""
     return torch.cat([t.reshape(-1) for t in tensors.values()])
+
+
+def flatten_rows(tensors: Params) -> Tensor:
+    """``{name: (m, *shape)} -> (m, D)``: a batch of parameter-shaped dicts as rows."""
+    first = next(iter(tensors.values()))
+    return torch.cat([t.reshape(first.shape[0], -1) for t in tensors.values()], dim=1)
 
 
 def unflatten(vector: Tensor, like: Params) -> Params:

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import grad, jacrev, vmap
 
-from goldilocks_zone.curvature.functional import evaluation_mode
+from goldilocks_zone.curvature.functional import FunctionalModel
+from goldilocks_zone.curvature.functional import model_params as engine_params
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_dtype
 
@@ -47,8 +48,8 @@ STAGES = ("init", "trained")
 
 def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
     """Fresh detached copies of the model's parameters (the model itself is never changed)."""
-    return {n: (p.detach().to(dtype) if dtype is not None else p.detach()).clone()
-            for n, p in model.named_parameters()}
+    return {n: (p.to(dtype) if dtype is not None else p).clone()
+            for n, p in engine_params(model).items()}
 
 
 def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
@@ -59,34 +60,35 @@ def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Te
     \ell(x_b, y_b)` on functional parameters; batches drawn without replacement each epoch
     from ``seed``. Yields ``(step, params)`` at every step in ``yield_at`` (step 0 = the start)
     and always at the last step; the yielded dicts are new tensors, never the model's.
-    Gradients are taken in eval mode (``train_mode=False``) or train mode; the model's own
-    flags are restored after every step."""
+    Gradients are taken in eval mode (``train_mode=False``) or train mode (each minibatch's
+    BatchNorm statistics); the model's flags and buffers are left as they were. Frozen
+    parameters (``requires_grad=False``) are not updated."""
     if steps < 0 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got steps={steps}, "
                          f"batch_size={batch_size}, lr={lr}")
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    fm = FunctionalModel(model, params=params, train_mode=train_mode)
 
     def loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
+        return nn.functional.cross_entropy(fm.logits(p, x), y)
 
     step_grad = grad(loss)
     gen = torch.Generator().manual_seed(int(seed))
     n = inputs.shape[0]
     bs = min(batch_size, n)
     wanted = set(int(s) for s in yield_at) | {steps}
-    theta = {k: v.detach().clone() for k, v in params.items()}
+    theta = {k: v.detach().clone() for k, v in fm.params.items()}
     order = torch.randperm(n, generator=gen)
     pos = 0
     for step in range(steps + 1):
         if step in wanted:
-            yield step, {k: v.clone() for k, v in theta.items()}
+            yield step, {k: v.clone() for k, v in {**fm.constants, **theta}.items()}
         if step == steps:
             break
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + bs].to(inputs.device)
         pos += bs
-        with evaluation_mode(model, train_mode):
+        with fm.mode():
             g = step_grad(theta, inputs[idx], targets[idx])
         theta = {k: theta[k] - lr * g[k] for k in theta}
 
@@ -97,15 +99,15 @@ def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
     chunks of shape (B, K, D) (``parameters_to_vector`` order), by
     ``vmap(jacrev(f))`` over the samples of each chunk (eval mode unless ``train_mode``; the
     model's flags are restored)."""
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    fm = FunctionalModel(model, params=params, train_mode=train_mode)
 
     def logits(p: Params, x: Tensor) -> Tensor:
-        return functional_call(model, (p, buffers), (x[None],))[0]
+        return fm.logits(p, x[None])[0]
 
     jac_fn = vmap(jacrev(logits), in_dims=(None, 0))
     for start in range(0, inputs.shape[0], chunk_size):
-        with evaluation_mode(model, train_mode):
-            jac = jac_fn(params, inputs[start:start + chunk_size])
+        with fm.mode():
+            jac = jac_fn(fm.params, inputs[start:start + chunk_size])
         b = inputs[start:start + chunk_size].shape[0]
         k = next(iter(jac.values())).shape[1]
         yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
@@ -127,8 +129,9 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 def accuracy_and_loss(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
                       ) -> tuple[float, float]:
     """Accuracy and mean cross-entropy at ``params`` (eval mode)."""
-    with torch.no_grad(), evaluation_mode(model, False):
-        z = functional_call(model, params, (inputs,))
+    fm = FunctionalModel(model, params=params)
+    with torch.no_grad(), fm.mode():
+        z = fm(inputs)
         return (float((z.argmax(-1) == targets).double().mean()),
                 float(nn.functional.cross_entropy(z, targets)))
 

@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.func import functional_call
 
-from goldilocks_zone.curvature.functional import evaluation_mode
+from goldilocks_zone.curvature.functional import FunctionalModel
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
 
@@ -126,6 +125,14 @@ def _simplex_rows(logits3: torch.Tensor, labels: torch.Tensor, **keys: Any
             for i in range(p.shape[0])]
 
 
+def _logits(net: torch.nn.Module, theta: dict[str, torch.Tensor], x: torch.Tensor
+            ) -> torch.Tensor:
+    """Logits of ``net`` at parameters ``theta`` (eval mode; the network is not touched)."""
+    fm = FunctionalModel(net, params=theta)
+    with torch.no_grad(), fm.mode():
+        return fm(x)
+
+
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
     from goldilocks_zone.experiments.logit_clustering import (
@@ -163,8 +170,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                           lr=config.lr, batch_size=config.batch_size, seed=config.seed,
                           yield_at=steps)
     for step, theta in ctx.progress(traj, total=len(steps), desc="simplex: training"):
-        with torch.no_grad(), evaluation_mode(net, False):
-            z = functional_call(net, theta, (probe.inputs,)).to(torch.float64)
+        z = _logits(net, theta, probe.inputs).to(torch.float64)
         lengths = torch.cat([j.to(torch.float64).norm(dim=-1).reshape(-1)
                              for j in per_sample_jacobians(net, theta, jac_x)])
         acc, loss = accuracy_and_loss(net, theta, train.inputs, train.targets)
@@ -177,8 +183,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                      "mean_entropy": float(_entropy(z).mean()), "train_loss": loss,
                      "train_accuracy": acc})
         if step in stage_steps:
-            with torch.no_grad(), evaluation_mode(net, False):
-                z3 = functional_call(net, theta, (x3,))[:, cls]
+            z3 = _logits(net, theta, x3)[:, cls]
             rows.extend(_simplex_rows(z3, y3_local, source="network", stage=f"step {step}",
                                       step=step, fraction=stage_steps[step]))
     # the random model's logits as sigma_z grows (logits only: cheap)
@@ -194,8 +199,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     for alpha in log_grid(float(config.log10_scale[0]), float(config.log10_scale[1]),
                           int(config.per_decade)):
         scaled = {n: alpha * t for n, t in theta0.items()}
-        with torch.no_grad(), evaluation_mode(net, False):
-            z = functional_call(net, scaled, (probe.inputs,)).to(torch.float64)
+        z = _logits(net, scaled, probe.inputs).to(torch.float64)
         rows.append({"section": "radial", "source": "network", "scale": alpha,
                      "weight_norm": alpha * float(torch.cat([t.reshape(-1) for t in
                                                              theta0.values()]).norm()),

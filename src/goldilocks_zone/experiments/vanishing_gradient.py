@@ -264,30 +264,28 @@ def cosine_rows(model: nn.Module, sets: dict[str, Any], scale: float, scale_kind
 def mean_logit_jacobian(model: nn.Module, inputs: Tensor, *, scale: float,
                         batch_size: int | None) -> Tensor:
     r""":math:`\frac1S\sum_s J_s` (K, D) float64, by one vmapped vjp per chunk with the K
-    unit cotangents (no loop over samples or classes)."""
-    from torch.func import functional_call, vjp, vmap
+    unit cotangents (no loop over samples or classes), eval mode (BatchNorm running
+    statistics; the model is not touched)."""
+    from torch.func import vjp, vmap
 
-    from goldilocks_zone.curvature.functional import iter_batches
-    from goldilocks_zone.training.gradient_descent import initial_params
+    from goldilocks_zone.curvature.batches import chunks
+    from goldilocks_zone.curvature.functional import FunctionalModel, flatten_rows
 
-    params = initial_params(model, scale=scale)
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    fm = FunctionalModel(model, scale=scale)
     total = None
     n = 0
     dummy = torch.zeros(inputs.shape[0], dtype=torch.long, device=inputs.device)
-    with torch.no_grad():
-        for x, _ in iter_batches((inputs, dummy), batch_size):
+    with fm.mode(), torch.no_grad():
+        for x, y in chunks((inputs, dummy), fm, batch_size, forward_mode=False):
             with torch.enable_grad():
-                z, pullback = vjp(lambda p, x=x: functional_call(model, (p, buffers), (x,)),
-                                  params)
+                z, pullback = vjp(lambda p, x=x: fm.logits(p, x), fm.params)
             k = z.shape[1]
             cot = torch.eye(k, dtype=z.dtype, device=z.device)[:, None, :].expand(
                 k, z.shape[0], k)
             grads = vmap(pullback)(cot)[0]
-            flat = torch.cat([g.reshape(k, -1) for g in grads.values()], dim=1)
-            flat = flat.to(torch.float64).cpu()
+            flat = flatten_rows(grads).to(torch.float64).cpu()
             total = flat if total is None else total + flat
-            n += x.shape[0]
+            n += y.shape[0]
     return total / n
 
 

@@ -26,16 +26,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vjp
+from torch.func import vjp
 
+from goldilocks_zone.curvature.batches import Batch, BatchStatistics, chunks, take_samples
 from goldilocks_zone.curvature.functional import (
-    Batch,
-    check_params,
-    evaluation_mode,
+    FunctionalModel,
     flatten,
-    iter_batches,
     model_params,
     unflatten,
 )
@@ -99,65 +96,27 @@ def evaluate(model: nn.Module, params: Params, data: Batch | Iterable[Batch], *,
     :math:`\\frac1S\\sum_s -\\sum_k p_{sk}\\log p_{sk}` and optionally the flat gradient, at
     ``params`` (a dict name -> tensor in ``model.named_parameters()`` order), over all samples
     of ``data`` (``(inputs, targets)`` or an iterable of such batches)."""
-    check_params(model, params)
-    t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
-    names = list(model_params(model))
-    params = {n: params[n].detach() for n in names}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
-
-    def logits_fn(p: Params, x: Tensor) -> Tensor:
-        return functional_call(model, (p, buffers), (x,)) / t
-
-    loss_sum = 0.0
-    entropy_sum = 0.0
-    correct = 0
-    zeros = 0
-    total_logits = 0
-    n = 0
-    probs_sum: Tensor | None = None
-    counts: Tensor | None = None
+    fm = FunctionalModel(model, params=params, temperature=temperature, train_mode=train_mode)
+    stats = BatchStatistics()
     grad: Tensor | None = None
-    with evaluation_mode(model, train_mode), torch.no_grad():
-        for x, y in iter_batches(data, batch_size):
-            if x.shape[0] == 0:
-                continue
+    with fm.mode(), torch.no_grad():
+        for x, y in chunks(data, fm, batch_size, forward_mode=False):
             if with_gradient:
                 with torch.enable_grad():
-                    z, pullback = vjp(lambda p, x=x: logits_fn(p, x), params)
+                    z, pullback = vjp(lambda p, x=x: fm.logits(p, x), fm.params)
             else:
-                z = logits_fn(params, x)
-            if z.ndim != 2 or z.shape[0] != x.shape[0]:
-                raise ValueError(f"the model must return logits of shape (batch, classes); got "
-                                 f"{tuple(z.shape)} for a batch of {x.shape[0]}")
-            k = z.shape[1]
-            if int(y.min()) < 0 or int(y.max()) >= k:
-                raise ValueError(f"targets must lie in [0, {k}); got values in "
-                                 f"[{int(y.min())}, {int(y.max())}]")
-            logp = torch.log_softmax(z, dim=-1)
-            probs = logp.exp()
-            loss_sum += float(-logp.gather(1, y[:, None]).sum(dtype=torch.float64))
-            plogp = torch.where(probs > 0, probs * logp, torch.zeros_like(probs))
-            entropy_sum += float(-plogp.sum(dtype=torch.float64))
-            correct += int((z.argmax(-1) == y).sum())
-            zeros += int((z == 0).sum())
-            total_logits += z.numel()
-            p_sum = probs.sum(0, dtype=torch.float64).cpu()
-            c_sum = torch.bincount(y.cpu(), minlength=k).to(torch.float64)
-            probs_sum = p_sum if probs_sum is None else probs_sum + p_sum
-            counts = c_sum if counts is None else counts + c_sum
+                z = fm(x)
+            stats.add(z, y)
             if with_gradient:
-                dz = (probs - F.one_hot(y, k).to(probs.dtype)).detach()
-                g = flatten(pullback(dz)[0])
+                probs = torch.softmax(z, -1)
+                dz = (probs - torch.nn.functional.one_hot(y, z.shape[1]).to(probs.dtype))
+                g = flatten(pullback(dz.detach())[0])
                 grad = g if grad is None else grad + g
-            n += x.shape[0]
-    if n == 0:
-        raise ValueError("data is empty")
+    n = stats.num_samples
     return FullBatchEvaluation(
-        loss=loss_sum / n, accuracy=correct / n, num_samples=n,
-        mean_probs=probs_sum / n, class_prior=counts / n,
-        zero_logit_fraction=zeros / total_logits, mean_entropy=entropy_sum / n,
+        loss=stats.loss, accuracy=stats.accuracy, num_samples=n,
+        mean_probs=stats.mean_probs, class_prior=stats.class_prior,
+        zero_logit_fraction=stats.zero_logit_fraction, mean_entropy=stats.mean_entropy,
         gradient=None if grad is None else grad / n,
     )
 
@@ -229,23 +188,26 @@ def gradient_descent(model: nn.Module, train: Batch, *, lr: float, steps: int,
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if params is None:
-        theta = initial_params(model, scale=scale)
-    else:
-        check_params(model, params)
-        theta = {n: (params[n].detach() * float(scale)).clone() for n in model_params(model)}
-    like = theta
-    theta_flat = flatten(theta)
+    start = FunctionalModel(model, scale=scale, params=params)  # validates params and scale
+    constants = start.constants  # frozen parameters (requires_grad=False) stay where they are
+    like = {n: p.clone() for n, p in start.params.items()}
+    theta_flat = flatten(like)
+    names = list(model_params(model))
+
+    def full(flat: Tensor) -> Params:  # every parameter, model order
+        merged = {**constants, **unflatten(flat, like)}
+        return {n: merged[n] for n in names}
+
     theta0 = theta_flat.clone()
     norm0 = float(theta0.to(torch.float64).norm())
     sharp_data = train
     if sharpness_samples is not None:
-        sharp_data = (train[0][:sharpness_samples], train[1][:sharpness_samples])
+        sharp_data = take_samples(train, sharpness_samples)
     run = TrainingRun()
     log_index = 0
     for step in range(steps + 1):
         is_log = step % log_every == 0 or step == steps
-        current = unflatten(theta_flat, like)
+        current = full(theta_flat)
         params_finite = bool(torch.isfinite(theta_flat).all())
         ev = evaluate(model, current, train, temperature=temperature, batch_size=batch_size,
                       with_gradient=step < steps or is_log, train_mode=train_mode)
@@ -270,7 +232,7 @@ def gradient_descent(model: nn.Module, train: Batch, *, lr: float, steps: int,
             break
         theta_flat = theta_flat - lr * ev.gradient.to(theta_flat.dtype)
         run.steps_taken = step + 1
-    run.params = unflatten(theta_flat, like)
+    run.params = full(theta_flat)
     return run
 
 

@@ -17,7 +17,8 @@ space (``R = I``, ``u ∈ R^D``): the unconstrained reference.
 
 Everything is functional: the model is never modified. A :class:`ParameterLayout` maps a
 flattened parameter vector (order of ``torch.nn.utils.parameters_to_vector(model.parameters())``)
-to the ``dict[str, Tensor]`` that :func:`torch.func.functional_call` takes. Only ``u`` is
+to the ``dict[str, Tensor]`` that the engine's ``FunctionalModel`` evaluates (eval mode,
+buffers copied: BatchNorm statistics never change). Only ``u`` is
 optimised (Adam or SGD with momentum, full-batch or minibatch); the loss is the mean
 cross-entropy over the samples of a batch, and evaluation sums per-sample losses over chunks and
 divides by the number of samples.
@@ -31,8 +32,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn import functional as F
+
+from goldilocks_zone.curvature.batches import BatchStatistics, chunks
+from goldilocks_zone.curvature.functional import (
+    FunctionalModel,
+    Params,
+    flatten,
+    model_params,
+    num_params,
+    unflatten,
+)
 
 __all__ = [
     "ParameterLayout",
@@ -57,47 +67,47 @@ DEFAULT_EVAL_BATCH = 2048
 
 @dataclass(frozen=True)
 class ParameterLayout:
-    """Names and shapes of a model's parameters in ``model.parameters()`` order.
+    """Names and shapes of a model's trainable parameters in ``model.parameters()`` order.
 
     ``to_dict(theta)`` cuts a flat vector ``theta`` (D,) into views with those shapes, ready for
-    :func:`torch.func.functional_call`; ``flatten(params)`` is its inverse.
+    :class:`~goldilocks_zone.curvature.functional.FunctionalModel`; ``flatten(params)`` is its
+    inverse (both are the engine's ``unflatten`` / ``flatten``).
     """
 
-    names: tuple[str, ...]
-    shapes: tuple[torch.Size, ...]
+    like: Params
 
     @classmethod
     def of(cls, model: nn.Module) -> ParameterLayout:
-        named = list(model.named_parameters())
-        if not named:
+        like = model_params(model, trainable_only=True)
+        if not like:
             raise ValueError("the model has no parameters to train")
-        return cls(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+        return cls(like)
 
     @property
-    def numels(self) -> tuple[int, ...]:
-        return tuple(math.prod(s) for s in self.shapes)
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.like)
 
     @property
     def num_params(self) -> int:
-        return sum(self.numels)
+        return num_params(self.like)
 
-    def to_dict(self, theta: Tensor) -> dict[str, Tensor]:
+    def to_dict(self, theta: Tensor) -> Params:
         if theta.ndim != 1 or theta.numel() != self.num_params:
             raise ValueError(f"expected a flat parameter vector of length {self.num_params}, "
                              f"got shape {tuple(theta.shape)}")
-        chunks = torch.split(theta, self.numels)
-        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes)}
+        return unflatten(theta, self.like)
 
-    def flatten(self, params: dict[str, Tensor]) -> Tensor:
-        missing = [n for n in self.names if n not in params]
+    def flatten(self, params: Params) -> Tensor:
+        missing = [n for n in self.like if n not in params]
         if missing:
             raise KeyError(f"parameter(s) missing from the dict: {', '.join(missing)}")
-        return torch.cat([params[n].reshape(-1) for n in self.names])
+        return flatten({n: params[n] for n in self.like})
 
 
 def flatten_parameters(model: nn.Module) -> Tensor:
-    """θ (D,): a detached copy of the model's parameters, in ``model.parameters()`` order."""
-    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    """θ (D,): a detached copy of the model's trainable parameters, ``model.parameters()``
+    order."""
+    return flatten(model_params(model, trainable_only=True)).clone()
 
 
 # --------------------------------------------------------------------------- surfaces
@@ -160,29 +170,26 @@ def _check_data(inputs: Tensor, targets: Tensor) -> None:
         raise ValueError("no samples")
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
              layout: ParameterLayout | None = None,
              batch_size: int = DEFAULT_EVAL_BATCH) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` at flat parameters ``theta`` on ``data``.
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) at flat parameters ``theta``
+    on ``data``.
 
     Sums per-sample losses and correct predictions over chunks of ``batch_size`` samples and
     divides by the number of samples S. Returns ``(loss, accuracy)``; the loss is ``nan`` when
-    non-finite logits occur.
+    non-finite logits occur. The model (and its BatchNorm statistics) is not touched.
     """
     inputs, targets = data
     _check_data(inputs, targets)
     layout = layout or ParameterLayout.of(model)
-    params = layout.to_dict(theta.to(dtype=inputs.dtype))
-    total_loss, correct = 0.0, 0
-    for start in range(0, inputs.shape[0], batch_size):
-        x, y = inputs[start:start + batch_size], targets[start:start + batch_size]
-        logits = functional_call(model, params, (x,))
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(dim=1) == y).sum())
-    n = inputs.shape[0]
-    loss = total_loss / n
-    return (loss if math.isfinite(loss) else float("nan")), correct / n
+    fm = FunctionalModel(model, params=layout.to_dict(theta.to(dtype=inputs.dtype)))
+    stats = BatchStatistics()
+    with fm.mode(), torch.no_grad():
+        for x, y in chunks(data, fm, batch_size, forward_mode=False):
+            stats.add(fm(x), y)
+    loss = stats.loss
+    return (loss if math.isfinite(loss) else float("nan")), stats.accuracy
 
 
 # --------------------------------------------------------------------------- training
@@ -315,10 +322,12 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
 
     record(0)
     finite, taken = True, 0
+    fm = FunctionalModel(model, params=layout.to_dict(surface.anchor))
     for step in range(1, steps + 1):
         idx = next(batches).to(device)
         theta = surface.point(u)
-        logits = functional_call(model, layout.to_dict(theta), (inputs[idx],))
+        with fm.mode():
+            logits = fm.logits(layout.to_dict(theta), inputs[idx])
         loss = F.cross_entropy(logits, targets[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
