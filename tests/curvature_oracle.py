@@ -149,3 +149,80 @@ def make_case(name: str, seed: int = 0):
 
 
 CASES = ["relu-mlp", "tanh-mlp-bias", "cnn-avgpool", "layernorm-mlp"]
+
+
+# ------------------------------------------------- any model: tied weights, outputs, inputs
+
+
+def model_state(model: nn.Module):
+    """Everything a call must leave unchanged: values of the state_dict, parameter objects
+    and types, requires_grad flags, train/eval flags and BatchNorm tracking flags."""
+    state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    params = [(name, id(p), type(p), p.requires_grad)
+              for name, p in model.named_parameters(remove_duplicate=False)]
+    flags = [(name, m.training, getattr(m, "track_running_stats", None))
+             for name, m in model.named_modules(remove_duplicate=False)]
+    return state, params, flags
+
+
+def assert_state_equal(before, after) -> None:
+    assert before[0].keys() == after[0].keys()
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k]), f"{k} changed"
+    assert before[1] == after[1]
+    assert before[2] == after[2]
+
+
+def _call(model, inputs):
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple):
+        return model(*inputs)
+    return model(inputs)
+
+
+def plain_logits(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return out["logits"]
+    if hasattr(out, "logits"):
+        return out.logits
+    return out[0]
+
+
+def dense_hessian_any(model, inputs, y, basis, *, train=False, trainable_only=True,
+                      output=plain_logits):
+    """Hessian of u -> CE(model at theta + R u) by plain reverse-over-reverse autograd on a
+    deep copy whose parameters are replaced by plain tensors in every slot that holds them
+    (independent of torch.func.functional_call)."""
+    import copy
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    m = copy.deepcopy(model).train(train)
+    unique = [(n, p) for n, p in m.named_parameters() if p.requires_grad or not trainable_only]
+    slots: dict[int, list] = {id(p): [] for _, p in unique}
+    for mod in m.modules():
+        for attr, p in list(mod._parameters.items()):
+            if p is not None and id(p) in slots:
+                slots[id(p)].append((mod, attr))
+    theta = torch.cat([p.detach().reshape(-1) for _, p in unique])
+    keys = [id(p) for _, p in unique]
+    shapes = [p.shape for _, p in unique]
+
+    def loss(u):
+        vec = theta + basis @ u
+        offset = 0
+        for key, shape in zip(keys, shapes):
+            n = shape.numel()
+            t = vec[offset:offset + n].view(shape)
+            offset += n
+            for mod, attr in slots[key]:
+                mod._parameters.pop(attr, None)
+                setattr(mod, attr, t)
+        return F.cross_entropy(output(_call(m, inputs)), y.long())
+
+    u0 = torch.zeros(basis.shape[1], dtype=basis.dtype)
+    with sdpa_kernel(SDPBackend.MATH):
+        return torch.autograd.functional.hessian(loss, u0)

@@ -70,7 +70,7 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
                            *, term: str = "hessian", scale: float = 1.0,
                            temperature: float = 1.0, params: Params | None = None,
                            batch_size: int | None = None, train_mode: bool = False,
-                           trainable_only: bool = True) -> Tensor:
+                           trainable_only: bool = True, output: Callable | None = None) -> Tensor:
     r""":math:`A v` for A the full-space Hessian, G-term or H-term of the mean cross-entropy.
 
     ``vectors``: (D,) or (D, m) in ``parameters_to_vector`` order (any float dtype; computed in
@@ -78,7 +78,7 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
     """
     _check_term(term)
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
-                         train_mode=train_mode, trainable_only=trainable_only)
+                         train_mode=train_mode, trainable_only=trainable_only, output=output)
     return _hvp(ev, data, vectors, term, batch_size)
 
 
@@ -117,11 +117,12 @@ def _hvp(ev: Evaluator, data, vectors: Tensor, term: str, batch_size: int | None
 def loss_gradient(model: nn.Module, data: Batch | Iterable[Batch], *,
                   basis: Tensor | None = None, scale: float = 1.0, temperature: float = 1.0,
                   params: Params | None = None, batch_size: int | None = None,
-                  train_mode: bool = False, trainable_only: bool = True) -> Tensor:
+                  train_mode: bool = False, trainable_only: bool = True,
+                  output: Callable | None = None) -> Tensor:
     r""":math:`\nabla L = \frac{1}{ST}\sum_s J_s^\top (p_s - y_s)` in full space (D,), or
     projected :math:`R^\top \nabla L` (d,) when ``basis`` is given. float64."""
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
-                         train_mode=train_mode, trainable_only=trainable_only)
+                         train_mode=train_mode, trainable_only=trainable_only, output=output)
     if basis is not None:
         check_basis(basis, ev)
     total = None
@@ -157,7 +158,8 @@ def _operator(model: nn.Module, data, term: str, kwargs: dict
               ) -> tuple[Callable[[Tensor], Tensor], int]:
     """``v -> A v`` with the functional model built once, and the dimension D."""
     _check_term(term)
-    known = {"scale", "temperature", "params", "batch_size", "train_mode", "trainable_only"}
+    known = {"scale", "temperature", "params", "batch_size", "train_mode", "trainable_only",
+             "output"}
     if set(kwargs) - known:
         raise TypeError(f"unexpected keyword argument(s) {sorted(set(kwargs) - known)}; "
                         f"accepted: {sorted(known)}")

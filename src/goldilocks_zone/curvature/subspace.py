@@ -17,7 +17,7 @@ of samples S at the end, never by the number of chunks):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -141,7 +141,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
                        temperature: float = 1.0, scale: float = 1.0,
                        params: Params | None = None, batch_size: int | None = None,
                        verify_split: bool = False, train_mode: bool = False,
-                       trainable_only: bool = True
+                       trainable_only: bool = True, output: Callable | None = None
                        ) -> SubspaceCurvature:
     r"""Hessian, G-term and H-term of the mean cross-entropy restricted to span(basis).
 
@@ -165,7 +165,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
-                         train_mode=train_mode, trainable_only=trainable_only)
+                         train_mode=train_mode, trainable_only=trainable_only, output=output)
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)  # name -> (d, *shape)
     d = basis.shape[1]
@@ -229,11 +229,12 @@ class ProjectedJacobians:
 
 def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                     scale: float, temperature: float, params: Params | None,
-                    batch_size: int | None, train_mode: bool, trainable_only: bool):
+                    batch_size: int | None, train_mode: bool, trainable_only: bool,
+                    output: Callable | None):
     """Yield ``(z, z_t, y)`` per chunk: logits (B, K) and their tangents (d, B, K) along the
     basis columns, by forward mode (``vmap`` over the d directions of ``jvp``)."""
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
-                         train_mode=train_mode, trainable_only=trainable_only)
+                         train_mode=train_mode, trainable_only=trainable_only, output=output)
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)
     with ev.mode(), torch.no_grad():
@@ -249,14 +250,16 @@ def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
 def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor,
                               *, scale: float = 1.0, temperature: float = 1.0,
                               params: Params | None = None, batch_size: int | None = None,
-                              train_mode: bool = False, trainable_only: bool = True
+                              train_mode: bool = False, trainable_only: bool = True,
+                              output: Callable | None = None
                               ) -> ProjectedJacobians:
     """:math:`J_s R / T` for every sample: cost ≈ d forward passes, no loop over samples or
     classes. Memory grows with S×K×d (use :func:`subspace_g_term` for the G-term alone)."""
     jacs, probs, targets = [], [], []
     for z, z_t, y in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
-                                     train_mode=train_mode, trainable_only=trainable_only):
+                                     train_mode=train_mode, trainable_only=trainable_only,
+                                     output=output):
         jacs.append(z_t.permute(1, 2, 0).to(torch.float64).cpu())
         probs.append(torch.softmax(z, -1).to(torch.float64).cpu())
         targets.append(y.cpu())
@@ -268,13 +271,14 @@ def projected_logit_jacobians(model: nn.Module, data: Batch | Iterable[Batch], b
 def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                     scale: float = 1.0, temperature: float = 1.0, params: Params | None = None,
                     batch_size: int | None = None, train_mode: bool = False,
-                    trainable_only: bool = True) -> Tensor:
+                    trainable_only: bool = True, output: Callable | None = None) -> Tensor:
     r"""The G-term :math:`G_R` alone (d×d float64), by forward mode only (≈ d forward passes):
     cheaper than :func:`subspace_curvature` when the H-term is not needed."""
     total, n = None, 0
     for z, z_t, y in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
-                                     train_mode=train_mode, trainable_only=trainable_only):
+                                     train_mode=train_mode, trainable_only=trainable_only,
+                                     output=output):
         g = gauss_newton_product(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
         total = g if total is None else total + g
         n += y.shape[0]
