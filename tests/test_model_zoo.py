@@ -318,3 +318,16 @@ def test_dataset_containers():
                      source="test")
     r = check(model, own, x, y)
     assert math.isclose(r.loss, ref.loss, rel_tol=1e-12)
+
+
+def test_docs_example_runs(capsys):
+    """The runnable example of docs/engine.md's "Your own model" section."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "engine.md").read_text()
+    section = text[text.index("## Your own model"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    exec(compile(code, "engine.md", "exec"), {})
+    samples, curvature = capsys.readouterr().out.split()
+    assert int(samples) == 32 and math.isfinite(float(curvature))

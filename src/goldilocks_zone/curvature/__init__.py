@@ -4,10 +4,13 @@
 - :mod:`.subspace`: subspace Hessian, G-term, H-term, projected logit Jacobians;
 - :mod:`.spectrum`: positive curvature, fraction of positive eigenvalues, norms;
 - :mod:`.estimators`: full-space Hessian-vector products, gradient, Hutchinson, Lanczos;
-- :mod:`.functional`: functional evaluation of a user's model (never modified).
+- :mod:`.functional`: :class:`FunctionalModel`, the one functional evaluation of a user's
+  model (never modified);
+- :mod:`.batches`: the one validated data pass and the standard per-batch statistics.
 """
 
 from goldilocks_zone.curvature.basis import random_basis
+from goldilocks_zone.curvature.batches import BatchStatistics, take_samples
 from goldilocks_zone.curvature.estimators import (
     HessianEigenpairs,
     StochasticEstimate,
@@ -18,6 +21,7 @@ from goldilocks_zone.curvature.estimators import (
     lanczos,
     loss_gradient,
 )
+from goldilocks_zone.curvature.functional import FunctionalModel, UnsupportedModelError
 from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
 from goldilocks_zone.curvature.subspace import (
     ProjectedJacobians,
@@ -28,6 +32,8 @@ from goldilocks_zone.curvature.subspace import (
 )
 
 __all__ = [
+    "BatchStatistics",
+    "FunctionalModel",
     "HessianEigenpairs",
     "ProjectedJacobians",
     "SpectrumStats",
@@ -44,4 +50,6 @@ __all__ = [
     "spectrum_stats",
     "subspace_curvature",
     "subspace_g_term",
+    "take_samples",
+    "UnsupportedModelError",
 ]

@@ -148,8 +148,9 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     Args:
         model: any ``nn.Module`` mapping a batch of inputs to logits (batch, K). It is
             evaluated functionally and left unchanged (values, ``requires_grad``, mode).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches (a DataLoader).
-            The loss is the mean over *all samples*.
+        data: ``(inputs, targets)`` (inputs a tensor, tuple or dict of tensors), a dict
+            batch with ``"labels"``, a Dataset, or an iterable of such batches (a
+            DataLoader); see :mod:`.batches`. The loss is the mean over *all samples*.
         basis: (D, d), rows in ``parameters_to_vector(model.parameters())`` order, same dtype
             and device as the model (see :func:`random_basis`).
         temperature: T > 0; logits are divided by T.
@@ -159,8 +160,12 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
         batch_size: chunk size (default ``DEFAULT_BATCH_SIZE``); memory does not grow with
             the number of samples.
         verify_split: also compute the H-term directly and report ``split_residual``.
-        train_mode: evaluate in train mode (BatchNorm uses each chunk's batch statistics;
-            not allowed with dropout). Default: eval mode.
+        train_mode: evaluate in train mode (BatchNorm uses the statistics of each batch as
+            given, never re-chunked; not allowed with dropout). Default: eval mode.
+        trainable_only: differentiate only parameters with ``requires_grad`` (default); the
+            basis has one row per such parameter entry.
+        output: optional callable picking the logits from the model's output (default rule:
+            tensor, first tensor of a tuple, ``"logits"`` of a dict, ``.logits``).
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
