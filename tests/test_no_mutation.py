@@ -150,3 +150,23 @@ def test_mean_logit_jacobian_on_a_batchnorm_model():
             for k in range(K)]
     assert jac.shape == (K, trainable(model))
     assert torch.allclose(jac, torch.stack(rows), rtol=1e-12, atol=1e-12)
+
+
+def test_multi_product_estimators_build_the_functional_model_once(monkeypatch):
+    from goldilocks_zone.curvature.functional import FunctionalModel
+
+    built = []
+    original = FunctionalModel.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FunctionalModel, "__init__", counting)
+    model = bn_dropout_model()
+    x, y = data()
+    hutchinson_trace(model, (x, y), num_probes=20)  # 3 blocks of probes
+    assert len(built) == 1
+    built.clear()
+    pairs = hessian_top_eigenpairs(model, (x, y), k=1, max_iterations=5)
+    assert len(built) == 1 and pairs.iterations >= 2

@@ -237,15 +237,21 @@ class Diagnosis:
 # ------------------------------------------------------------------------------- computation
 
 
-def _as_pair(data: Any) -> tuple[Tensor, Tensor]:
+def _as_pair(data: Any, num_samples: int | None) -> tuple[Tensor, Tensor]:
+    """Tensor pairs and ``.inputs``/``.targets`` objects as they are (subsampled at random
+    later); any other accepted data (a loader, a Dataset): its first ``num_samples``."""
+    from goldilocks_zone.curvature.batches import take_samples
+
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(
             isinstance(t, Tensor) for t in data):
         return data[0], data[1]
     if hasattr(data, "inputs") and hasattr(data, "targets"):
         return data.inputs, data.targets
-    raise TypeError("data must be a tuple (inputs, targets) of tensors or an object with "
-                    f".inputs and .targets (e.g. goldilocks_zone.data.load(...)); got "
-                    f"{type(data).__name__}")
+    inputs, targets = take_samples(data, num_samples or 2**62)
+    if not isinstance(inputs, Tensor):
+        raise TypeError("diagnose needs tensor inputs; for dict or tuple batches call "
+                        "subspace_curvature directly")
+    return inputs, targets
 
 
 def _curvature_sweep(name: str, values: Iterable[float], at_one: Any,
@@ -324,7 +330,7 @@ def diagnose(model: nn.Module, data: Any, *, dim: int = 50, seed: int = 0,
         raise ValueError(f"dim must be >= 1, got {dim}")
     if not 0 < zone_fraction < 1:
         raise ValueError(f"zone_fraction must lie in (0, 1), got {zone_fraction}")
-    inputs, targets = _as_pair(data)
+    inputs, targets = _as_pair(data, num_samples)
     first = next(iter(model.parameters()), None)
     if first is None:
         raise ValueError("the model has no parameters")
@@ -336,7 +342,7 @@ def diagnose(model: nn.Module, data: Any, *, dim: int = 50, seed: int = 0,
         idx = torch.randperm(inputs.shape[0], generator=gen)[:num_samples].to(first.device)
         inputs, targets = inputs[idx], targets[idx]
     pair = (inputs, targets)
-    num_params = sum(p.numel() for p in model.parameters())
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)  # the basis rows
     if dim > num_params:
         raise ValueError(f"dim = {dim} exceeds the number of parameters ({num_params})")
     R = random_basis(num_params, dim, kind=basis, seed=seed, dtype=first.dtype,
