@@ -152,13 +152,14 @@ def fit_small_scale_slopes(table: pd.DataFrame, *, uniform_tolerance: float = 0.
     for term in ("g_term", "h_term", "hessian"):
         rows = in_region[in_region["term"] == term]
         per_seed = {}
-        for seed, g in rows.groupby("seed"):
-            s, _ = _slope(np.log10(g["scale"].to_numpy(float)),
-                          np.log10(g["spectral_norm"].to_numpy(float)))
-            per_seed[int(seed)] = s
-        # seed mean of log-norms
-        mean_log = rows.assign(log_norm=np.log10(rows["spectral_norm"].astype(float))) \
-            .groupby("scale")["log_norm"].mean()
+        with np.errstate(divide="ignore", invalid="ignore"):  # log of 0 / NaN: not fitted
+            for seed, g in rows.groupby("seed"):
+                s, _ = _slope(np.log10(g["scale"].to_numpy(float)),
+                              np.log10(g["spectral_norm"].to_numpy(float)))
+                per_seed[int(seed)] = s
+            # seed mean of log-norms
+            log_norm = np.log10(rows["spectral_norm"].to_numpy(float))
+            mean_log = rows.assign(log_norm=log_norm).groupby("scale")["log_norm"].mean()
         s, c = _slope(np.log10(mean_log.index.to_numpy(float)), mean_log.to_numpy(float))
         out[term] = {"slope": s, "intercept": c, "per_seed": per_seed}
     return out
