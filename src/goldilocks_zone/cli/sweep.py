@@ -7,7 +7,10 @@
 
 Exit status of ``sweep``: 0 when every point of the spec is done, 1 when some point failed
 (its record holds the error and traceback), 2 for a bad spec or options (nothing was run),
-130 when interrupted (committed points are kept; rerun the same command to resume).
+3 when a file of the sweep folder could not be written (disk full, quota, permissions; the
+points committed before are kept and no partial file is left: free space and rerun the same
+command to resume), 130 when interrupted (committed points are kept; rerun the same command to
+resume). ``collect``: 0, 2 for a folder that is not a sweep folder, 3 for a write error.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import sys
 from pathlib import Path
 
 from goldilocks_zone.sweep.spec import SpecError
+from goldilocks_zone.sweep.store import StoreWriteError
+
+#: Exit codes (documented in docs/sweeps.md).
+EXIT_OK, EXIT_POINT_FAILED, EXIT_USAGE, EXIT_WRITE_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
@@ -108,19 +115,23 @@ def _cmd_sweep(argv: list[str]) -> int:
                            plot=not args.no_plot)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except ExecutorError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except StoreWriteError as exc:
+        print(f"error: {exc}. Points committed before are kept; free space (or fix the "
+              "folder) and rerun the same command to resume.", file=sys.stderr)
+        return EXIT_WRITE_ERROR
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished points are kept in {args.out}; rerun the same command "
               "to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     out = Path(args.out)
     if report.collected is not None:
         _print_collected(report.collected, out)
     print(report.summary_line())
-    return 0 if report.complete else 1
+    return EXIT_OK if report.complete else EXIT_POINT_FAILED
 
 
 def _cmd_collect(argv: list[str]) -> int:
@@ -129,11 +140,15 @@ def _cmd_collect(argv: list[str]) -> int:
     args = _collect_parser().parse_args(argv)
     try:
         collected = collect(args.dir, plot=not args.no_plot)
+    except StoreWriteError as exc:
+        print(f"error: {exc}. The points are untouched; free space and rerun collect.",
+              file=sys.stderr)
+        return EXIT_WRITE_ERROR
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     _print_collected(collected, Path(args.dir))
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str]) -> int:

@@ -152,13 +152,14 @@ def fit_small_scale_slopes(table: pd.DataFrame, *, uniform_tolerance: float = 0.
     for term in ("g_term", "h_term", "hessian"):
         rows = in_region[in_region["term"] == term]
         per_seed = {}
-        for seed, g in rows.groupby("seed"):
-            s, _ = _slope(np.log10(g["scale"].to_numpy(float)),
-                          np.log10(g["spectral_norm"].to_numpy(float)))
-            per_seed[int(seed)] = s
-        # seed mean of log-norms
-        mean_log = rows.assign(log_norm=np.log10(rows["spectral_norm"].astype(float))) \
-            .groupby("scale")["log_norm"].mean()
+        with np.errstate(divide="ignore", invalid="ignore"):  # log of 0 / NaN: not fitted
+            for seed, g in rows.groupby("seed"):
+                s, _ = _slope(np.log10(g["scale"].to_numpy(float)),
+                              np.log10(g["spectral_norm"].to_numpy(float)))
+                per_seed[int(seed)] = s
+            # seed mean of log-norms
+            log_norm = np.log10(rows["spectral_norm"].to_numpy(float))
+            mean_log = rows.assign(log_norm=log_norm).groupby("scale")["log_norm"].mean()
         s, c = _slope(np.log10(mean_log.index.to_numpy(float)), mean_log.to_numpy(float))
         out[term] = {"slope": s, "intercept": c, "per_seed": per_seed}
     return out
@@ -167,19 +168,27 @@ def fit_small_scale_slopes(table: pd.DataFrame, *, uniform_tolerance: float = 0.
 def condition_mask(table: pd.DataFrame) -> pd.Series:
     r"""Per :math:`\alpha`: does the seed mean satisfy :math:`\|G_R\|_2 \ge \|H_R\|_2`?"""
     norms = table.pivot_table(index="scale", columns="term", values="spectral_norm",
-                              aggfunc="mean")
-    return (norms["g_term"] >= norms["h_term"]).sort_index()
+                              aggfunc="mean", dropna=False)
+    return (norms["g_term"] >= norms["h_term"]).sort_index()  # NaN compares False
 
 
 def summarise(table: pd.DataFrame, fit: Mapping[str, Any]) -> dict[str, Any]:
+    """Headline numbers: the κ peak (:func:`goldilocks_zone.theory.zone.find_zone`; NaN with
+    ``all_non_finite`` true when no κ is finite), the fitted and predicted slopes (NaN when
+    fewer than two finite points), and κ where :math:`\\|G_R\\|_2 \\ge \\|H_R\\|_2`."""
+    from goldilocks_zone.theory.zone import find_zone
+
     hess = table[table["term"] == "hessian"]
     kappa = hess.groupby("scale")["positive_curvature"].mean().sort_index()
+    zone = find_zone(kappa.index.to_numpy(float), kappa.to_numpy(float))
+    kappa = kappa[np.isfinite(kappa.to_numpy(float))]
     mask = condition_mask(table)
     inside = kappa[mask.reindex(kappa.index, fill_value=False)]
     outside = kappa[~mask.reindex(kappa.index, fill_value=False)]
     summary: dict[str, Any] = {
-        "peak_kappa_hessian": float(kappa.max()),
-        "scale_at_peak": float(kappa.idxmax()),
+        "peak_kappa_hessian": zone.peak_kappa,
+        "scale_at_peak": zone.peak_x,
+        "all_non_finite": zone.all_non_finite,
         "slope_g_norm": fit["g_term"]["slope"],
         "slope_h_norm": fit["h_term"]["slope"],
         "predicted_slopes_2L-2_L-2": (None if fit["predicted"] is None else

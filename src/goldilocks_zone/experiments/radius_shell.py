@@ -246,22 +246,26 @@ def shell_table(table: pd.DataFrame, *, column: str = "positive_curvature",
                 level: float = 0.5) -> pd.DataFrame:
     """Per network (architecture, activation, dataset), seed-averaged: κ at the Xavier radius,
     at the innermost and outermost radii, the peak, and the shell = the radius interval
-    (relative to r_X) where the mean κ exceeds ``level`` × its peak."""
+    (relative to r_X): the zone of the mean κ curve at ``level``
+    (:func:`goldilocks_zone.theory.zone.find_zone`). A curve with no finite value has a NaN
+    peak and shell and ``all_non_finite`` true (data, never an error)."""
+    from goldilocks_zone.theory.zone import find_zone
+
     out = []
     keys = ["architecture", "activation", "dataset"]
     for key, grp in table.groupby(keys, sort=False):
         curve = grp.groupby("relative_radius")[column].mean().sort_index()
-        rel = curve.index.to_numpy()
-        vals = curve.to_numpy()
-        peak = float(np.nanmax(vals))
-        inside = rel[vals >= level * peak] if peak > 0 else np.array([])
+        rel = curve.index.to_numpy(float)
+        vals = curve.to_numpy(float)
+        zone = find_zone(rel, vals, fraction=level)
+        shell = zone.bounds if zone.bounds is not None else (np.nan, np.nan)
         ix = _xavier_index(rel)
         out.append(dict(zip(keys, key)) | {
             "at_xavier": float(vals[ix]), "innermost": float(vals[0]),
-            "outermost": float(vals[-1]), "peak": peak,
-            "peak_relative_radius": float(rel[int(np.nanargmax(vals))]),
-            "shell_lo": float(inside.min()) if inside.size else np.nan,
-            "shell_hi": float(inside.max()) if inside.size else np.nan,
+            "outermost": float(vals[-1]), "peak": zone.peak_kappa,
+            "peak_relative_radius": zone.peak_x,
+            "shell_lo": shell[0], "shell_hi": shell[1],
+            "all_non_finite": zone.all_non_finite,
             "kaiming_relative_radius": float(
                 (grp["kaiming_radius"] / grp["xavier_radius"]).mean()),
         })
@@ -279,6 +283,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         "kappa_outermost_mean": float(shells["outermost"].mean()),
         "kappa_peak_mean": float(shells["peak"].mean()),
         "xavier_radius_in_shell": int(xavier_in_shell.sum()),
+        "networks_all_non_finite": int(shells["all_non_finite"].sum()),
         "fraction_positive_at_xavier_mean": float(
             shell_table(table, column="fraction_positive")["at_xavier"].mean()),
         "per_network": {

@@ -160,12 +160,18 @@ def summarise(table: pd.DataFrame, top_k: int, label_margin: float) -> dict[str,
     sweep = table[table["section"] == "sigma_z"]
     if not sweep.empty:
         g = sweep.groupby("sigma_z")[["positive_curvature", "top_eigenvalue"]].mean()
+        from goldilocks_zone.theory.zone import find_zone
+
         g = g.sort_index()
-        out["peak_kappa"] = float(g["positive_curvature"].max())
-        out["sigma_z_at_peak_kappa"] = float(g["positive_curvature"].idxmax())
+        sz = g.index.to_numpy(float)
+        zone = find_zone(sz, g["positive_curvature"].to_numpy(float))
+        out["peak_kappa"] = zone.peak_kappa
+        out["sigma_z_at_peak_kappa"] = zone.peak_x
+        out["kappa_all_non_finite"] = zone.all_non_finite
         out["kappa_at_ends"] = [float(g["positive_curvature"].iloc[0]),
                                 float(g["positive_curvature"].iloc[-1])]
-        out["sigma_z_at_peak_top_eigenvalue"] = float(g["top_eigenvalue"].idxmax())
+        out["sigma_z_at_peak_top_eigenvalue"] = find_zone(
+            sz, g["top_eigenvalue"].to_numpy(float)).peak_x
         out["top_eigenvalue_at_ends"] = [float(g["top_eigenvalue"].iloc[0]),
                                          float(g["top_eigenvalue"].iloc[-1])]
     return out

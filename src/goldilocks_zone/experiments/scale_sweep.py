@@ -198,19 +198,29 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 def zone_summary(table: pd.DataFrame, x: str = "scale") -> dict[str, Any]:
     """Headline numbers of a curvature sweep along ``x``: peak of the seed-mean
-    :math:`\\kappa`, where it is, and :math:`\\kappa` at both ends of the grid."""
+    :math:`\\kappa`, where it is, the zone around it
+    (:func:`goldilocks_zone.theory.zone.find_zone`) and :math:`\\kappa` at both ends of the
+    grid. A curve with no finite value (divergence at extreme settings) is data: its peak is
+    NaN and ``all_non_finite`` is true; this never raises."""
+    import numpy as np
+
+    from goldilocks_zone.theory.zone import find_zone
+
     hess = table[table["term"] == "hessian"] if "term" in table else table
     mean = hess.groupby(x)["positive_curvature"].agg(["mean", "std", "count"]).sort_index()
     frac = hess.groupby(x)["fraction_positive"].mean().sort_index()
     if mean.empty:
         return {}
-    peak_at = float(mean["mean"].idxmax())
+    zone = find_zone(mean.index.to_numpy(float), mean["mean"].to_numpy(float))
+    frac_finite = frac[np.isfinite(frac.to_numpy(float))]
     return {
-        "peak_kappa": float(mean["mean"].max()),
-        f"{x}_at_peak": peak_at,
+        "peak_kappa": zone.peak_kappa,
+        f"{x}_at_peak": zone.peak_x,
+        "zone": list(zone.bounds) if zone.bounds is not None else None,
+        "all_non_finite": zone.all_non_finite,
         "kappa_at_low_end": float(mean["mean"].iloc[0]),
         "kappa_at_high_end": float(mean["mean"].iloc[-1]),
-        "peak_fraction_positive": float(frac.max()),
+        "peak_fraction_positive": float(frac_finite.max()) if len(frac_finite) else math.nan,
         "fraction_positive_at_ends": [float(frac.iloc[0]), float(frac.iloc[-1])],
         "sqrt_dim": float(math.sqrt(float(hess["dim"].iloc[0]))),
         "non_finite_rows": int((~hess["finite"].astype(bool)).sum()),

@@ -212,7 +212,18 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 def summarise(table: pd.DataFrame) -> dict[str, Any]:
     """Growth over training, the entropy of each simplex stage, and the log-log slopes
-    d log(gradient length)/d log(logit std) over training and d log Var(z)/d log alpha."""
+    d log(gradient length)/d log(logit std) over training and d log Var(z)/d log alpha.
+    A slope is fitted through the points where both logs are finite; with fewer than two
+    such points it is NaN (divergent or collapsed runs are data, never an error)."""
+
+    def loglog_slope(x: pd.Series, y: pd.Series) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lx, ly = np.log(x.to_numpy(float)), np.log(y.to_numpy(float))
+        ok = np.isfinite(lx) & np.isfinite(ly)
+        if ok.sum() < 2 or np.ptp(lx[ok]) == 0:
+            return math.nan
+        return float(np.polyfit(lx[ok], ly[ok], 1)[0])
+
     out: dict[str, Any] = {}
     tr = table[table["section"] == "training"].sort_values("step")
     if not tr.empty:
@@ -222,8 +233,8 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             out[f"{col}_start_end"] = [float(first[col]), float(last[col])]
         late = tr[tr["step"] > 0]
         if len(late) >= 2:
-            out["gradient_growth_exponent"] = float(np.polyfit(
-                np.log(late["logit_std"]), np.log(late["gradient_length"]), 1)[0])
+            out["gradient_growth_exponent"] = loglog_slope(late["logit_std"],
+                                                           late["gradient_length"])
     sx = table[table["section"] == "simplex"]
     if not sx.empty:
         out["simplex_mean_entropy"] = {f"{s}: {st}": round(float(g["entropy"].mean()), 4)
@@ -231,8 +242,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
                                                                     sort=False)}
     rad = table[table["section"] == "radial"]
     if len(rad) >= 2:
-        out["radial_log_slope"] = float(np.polyfit(np.log(rad["scale"]),
-                                                   np.log(rad["logit_variance"]), 1)[0])
+        out["radial_log_slope"] = loglog_slope(rad["scale"], rad["logit_variance"])
     return out
 
 

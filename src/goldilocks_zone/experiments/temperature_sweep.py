@@ -150,8 +150,13 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     summary: dict[str, Any] = {}
     ref = table[(table["sweep"] == "temperature") & (table["scale"] == 1.0)]
     if not ref.empty:
-        mean = ref.groupby("temperature")["positive_curvature"].mean()
-        summary.update(peak_kappa=float(mean.max()), temperature_at_peak=float(mean.idxmax()))
+        from goldilocks_zone.theory.zone import find_zone
+
+        mean = ref.groupby("temperature")["positive_curvature"].mean().sort_index()
+        zone = find_zone(mean.index.to_numpy(float), mean.to_numpy(float))
+        summary.update(peak_kappa=zone.peak_kappa, temperature_at_peak=zone.peak_x,
+                       zone=list(zone.bounds) if zone.bounds is not None else None,
+                       all_non_finite=zone.all_non_finite)
     if gaps:
         summary["max_kappa_gap_scale_vs_temperature"] = max(gaps)
         summary["max_hessian_identity_residual"] = max(residuals) if residuals else math.nan

@@ -22,20 +22,30 @@ from goldilocks_zone.sweep.spec import (
     point_key,
     resolve_experiment,
 )
-from goldilocks_zone.sweep.store import PointStore, atomic_write_text
+from goldilocks_zone.sweep.store import (
+    CorruptPointWarning,
+    PointStore,
+    StoreWriteError,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_results,
+)
 from goldilocks_zone.sweep.worker import compute_point, payload_to_table, table_to_payload
 
 __all__ = [
     "Collected",
+    "CorruptPointWarning",
     "DaskExecutor",
     "ExecutorError",
     "LocalExecutor",
     "PointStore",
     "SpecError",
+    "StoreWriteError",
     "SweepPoint",
     "SweepReport",
     "SweepSpec",
     "Task",
+    "atomic_write_bytes",
     "atomic_write_text",
     "collect",
     "compute_point",
@@ -48,4 +58,5 @@ __all__ = [
     "resolve_experiment",
     "run_sweep",
     "table_to_payload",
+    "write_results",
 ]

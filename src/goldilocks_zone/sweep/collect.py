@@ -24,11 +24,14 @@ from typing import Any
 import pandas as pd
 
 from goldilocks_zone.sweep.spec import SpecError, resolve_experiment
-from goldilocks_zone.sweep.store import PointStore
+from goldilocks_zone.sweep.store import (
+    MANIFEST,
+    PointStore,
+    read_manifest,
+    write_results,
+)
 from goldilocks_zone.sweep.worker import DONE, FAILED, payload_to_table
 
-MANIFEST = "manifest.json"
-FIGURES = "figures"
 POINT_KEY = "point_key"
 
 
@@ -175,19 +178,16 @@ def draw_sweep_figures(experiment_ref: str, table: pd.DataFrame, sweep: dict[str
 def collect(out_dir: str | Path, *, plot: bool = True,
             run_info: dict[str, Any] | None = None) -> Collected:
     """Merge the done points of sweep folder ``out_dir`` into ``results.csv`` /
-    ``results.parquet``, write ``manifest.json`` and (if ``plot``) the figures.
+    ``results.parquet``, write ``manifest.json`` and (if ``plot``) the figures, all through
+    :func:`goldilocks_zone.sweep.store.write_results` (the writer of ``goldilocks run`` too).
 
-    Safe to run at any time, also while a sweep is running (it reads committed points only).
+    Safe to run at any time, also while a sweep is running (it reads committed points only)
+    and while other collects run (every file is replaced atomically under a unique temp name,
+    so readers see a complete old or a complete new file).
     ``run_info`` (counts and timings of the sweep run that just finished) goes into the
     manifest under ``last_run``; without it the previous ``last_run`` is kept.
     """
-    from goldilocks_zone.sweep.runner import (
-        git_commit,
-        load_results,
-        package_versions,
-        write_json,
-        write_table,
-    )
+    from goldilocks_zone.sweep.runner import git_commit, package_versions
 
     started = time.time()
     store = PointStore(out_dir)
@@ -195,27 +195,19 @@ def collect(out_dir: str | Path, *, plot: bool = True,
     table, info = merge_points(store)
     spec = sweep["spec"]
     ref = spec["experiment"]
-    table_errors = []
-    try:
-        write_table(table, store.root)  # CSV first, then parquet
-    except Exception as exc:  # noqa: BLE001 - e.g. a column pyarrow cannot type
-        table_errors.append(f"results.parquet not written: {type(exc).__name__}: {exc}")
     merge_seconds = time.time() - started
 
     previous_run = None
     if run_info is None and (store.root / MANIFEST).is_file():
         try:
-            previous_run = load_results(store.root)[1].get("last_run")
+            previous_run = read_manifest(store.root).get("last_run")
         except Exception:  # noqa: BLE001 - an unreadable old manifest is just replaced
             previous_run = None
 
-    figures: list[Path] = []
-    errors: list[str] = []
-    plot_seconds = 0.0
+    draw = None
     if plot and info["counts"]["done"]:
-        t0 = time.time()
-        figures, errors = draw_sweep_figures(ref, table, sweep, info, store.root / FIGURES)
-        plot_seconds = time.time() - t0
+        def draw(fig_root: Path) -> tuple[list[Path], list[str]]:
+            return draw_sweep_figures(ref, table, sweep, info, fig_root)
 
     first_config = next(iter(info["configs"].values()), None)
     manifest = {
@@ -231,16 +223,14 @@ def collect(out_dir: str | Path, *, plot: bool = True,
         "failed_points": info["failed_points"],
         "points_with_non_finite_values": info["points_with_non_finite_values"],
         "timings": {"point_seconds_total": info["point_seconds_total"],
-                    "merge_seconds": merge_seconds, "plot_seconds": plot_seconds},
+                    "merge_seconds": merge_seconds, "plot_seconds": 0.0},
         "last_run": run_info if run_info is not None else previous_run,
         "versions": package_versions(),
         "git_commit": git_commit(),
         "collected_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "figures": [str(p.relative_to(store.root)) if p.is_relative_to(store.root) else str(p)
-                    for p in figures],
-        "figure_errors": errors,
-        "table_errors": table_errors,
         "num_rows": len(table),
     }
-    write_json(manifest, store.root / MANIFEST)
-    return Collected(table=table, manifest=manifest, figures=figures, figure_errors=errors)
+    manifest = write_results(store.root, table, manifest, draw=draw)
+    return Collected(table=table, manifest=manifest,
+                     figures=[store.root / f for f in manifest["figures"]],
+                     figure_errors=manifest["figure_errors"])

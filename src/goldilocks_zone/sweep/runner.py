@@ -6,11 +6,13 @@ Layout of an output folder::
     DIR/results.parquet    the same table, typed
     DIR/manifest.json      experiment id, full config, provenance, versions, device, timings
     DIR/figures/*.png|pdf  the paper's figure(s), drawn from the table alone
+
+Running one experiment is a one-point sweep as far as results go: both are written by
+:func:`goldilocks_zone.sweep.store.write_results` (one result store, one atomic writer).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import sys
@@ -21,11 +23,18 @@ from typing import Any
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, config_to_dict, get
+from goldilocks_zone.sweep.store import (
+    FIGURES,
+    MANIFEST,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    read_manifest,
+    write_figures,
+    write_results,
+)
 
-MANIFEST = "manifest.json"
-RESULTS_CSV = "results.csv"
-RESULTS_PARQUET = "results.parquet"
-FIGURES = "figures"
+__all__ = ["FIGURES", "MANIFEST", "RESULTS_CSV", "RESULTS_PARQUET", "draw_figures",
+           "load_results", "replot", "run_experiment"]
 
 
 def package_versions() -> dict[str, str]:
@@ -58,43 +67,25 @@ def device_description(device: str | None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_table(table: pd.DataFrame, out_dir: Path) -> None:
-    """Write ``results.csv`` and ``results.parquet`` atomically (temp file + rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (RESULTS_CSV + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(out_dir / RESULTS_CSV)
-    tmp = out_dir / (RESULTS_PARQUET + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out_dir / RESULTS_PARQUET)
+def _plotter(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any]):
+    def draw(fig_dir: Path) -> tuple[list[Path], list[str]]:
+        import matplotlib
 
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
 
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True))
-    tmp.replace(path)
+        try:
+            return [Path(p) for p in experiment.plot(table, config, fig_dir)], []
+        finally:
+            plt.close("all")
 
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
+    return draw
 
 
 def draw_figures(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any],
                  out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    fig_dir = out_dir / FIGURES
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    return list(experiment.plot(table, config, fig_dir))
+    """Draw ``experiment``'s figures from ``table`` into ``out_dir/figures`` (atomically)."""
+    return write_figures(Path(out_dir), _plotter(experiment, table, config))[0]
 
 
 def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = None, *,
@@ -130,26 +121,15 @@ def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = N
         "num_rows": len(table),
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        write_table(table, out)
-        if plot:
-            t0 = time.time()
-            figures = draw_figures(experiment, table, config_dict, out)
-            manifest["timings"]["plot_seconds"] = time.time() - t0
-            manifest["figures"] = [str(p.relative_to(out)) for p in figures]
-        write_json(manifest, out / MANIFEST)
+        draw = _plotter(experiment, table, config_dict) if plot else None
+        manifest = write_results(out_dir, table, manifest, draw=draw)
     return table, manifest
 
 
 def load_results(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The table and manifest of a results folder (parquet if present, else CSV)."""
     out = Path(out_dir)
-    manifest_path = out / MANIFEST
-    if not manifest_path.exists():
-        raise FileNotFoundError(
-            f"{manifest_path} not found: {out} is not a results folder written by "
-            "'goldilocks run' or 'goldilocks collect'"
-        )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(out)
     if (out / RESULTS_PARQUET).exists():
         table = pd.read_parquet(out / RESULTS_PARQUET)
     else:

@@ -1,28 +1,44 @@
-"""The result store of a sweep folder; only the driver process writes to it.
+"""The result store: the one writer of every file in a results folder or a sweep folder.
 
-Layout::
+A results folder (``goldilocks run`` and ``goldilocks collect`` both write one)::
+
+    DIR/results.csv|parquet     the tidy table
+    DIR/manifest.json           config/spec, provenance, counts, timings, versions, figures
+    DIR/figures/...             the experiment's figures drawn from the table
+
+A sweep folder adds, written only by the driver process while it holds the lock::
 
     DIR/sweep.json              the normalized spec, its hash and the list of points
     DIR/points/<key>.json       one record per finished point (status done or failed)
     DIR/.lock                   held (flock) by the driver while a sweep runs
-    DIR/results.csv|parquet     merged table of the done points (written by collect)
-    DIR/manifest.json           spec, counts, timings, versions, figures (written by collect)
-    DIR/figures/...             the experiment's figures drawn from the merged table
 
-Every file is committed atomically: written to a temporary file in the same folder, flushed
-and fsync'ed, then renamed over the final name with :func:`os.replace` (atomic on POSIX), and
-the folder is fsync'ed. A crash at any instant leaves either the old file, the new file, or
-an orphan ``*.tmp`` file that is never read as a point and is removed by the next sweep.
+Every file is committed by :func:`atomic_write_bytes` (the only writer in the package): a
+temporary file with a unique name (:func:`tempfile.mkstemp`) in the same folder, written,
+flushed and fsync'ed, then renamed over the final name with :func:`os.replace` (atomic on
+POSIX), and the folder is fsync'ed. Any number of concurrent writers and readers of the same
+file therefore only ever see the complete old or the complete new file, and a crash at any
+instant leaves the old file, the new file, or an orphan ``.<name>.<random>.tmp`` that is never
+read and is removed by a later sweep. A write that fails (disk full, quota, permissions)
+raises :class:`StoreWriteError` and leaves no partial file behind.
+
+Each point record carries ``checksum``: the SHA-256 of its canonical JSON (sorted keys,
+compact, without the checksum itself). A record whose checksum does not match, or that does
+not parse, is treated as missing (with a :class:`CorruptPointWarning`): it never reaches a
+table and the next sweep recomputes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +50,31 @@ POINTS_DIR = "points"
 LOCK_FILE = ".lock"
 TMP_SUFFIX = ".tmp"
 FORMAT_VERSION = 1
+RESULTS_CSV = "results.csv"
+RESULTS_PARQUET = "results.parquet"
+MANIFEST = "manifest.json"
+FIGURES = "figures"
+CHECKSUM = "checksum"
+#: A temporary file or folder untouched for this long belongs to a dead writer.
+STALE_SECONDS = 3600.0
+
+
+class StoreWriteError(OSError):
+    """A file of a results folder could not be written (disk full, quota, permissions, ...).
+
+    ``path`` is the file, ``cause`` the original :class:`OSError`; nothing partial was left."""
+
+    def __init__(self, path: str | Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.path = Path(path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.cause.strerror or self.cause}"
+
+
+class CorruptPointWarning(UserWarning):
+    """A committed point file does not parse or fails its checksum; it is treated as missing."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,26 +90,162 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old content or the new, never a
-    mixture: temp file in the same folder, fsync, :func:`os.replace`, fsync of the folder."""
+def _file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` would give (mkstemp's files are 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()  # read once: os.umask is process-wide, not thread-safe
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old content or the new, never a
+    mixture, whatever other writers do at the same time: a uniquely named temp file in the
+    same folder, fsync, :func:`os.replace`, fsync of the folder. Raises
+    :class:`StoreWriteError` (no temp file left) if any step fails."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise StoreWriteError(path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), _FILE_MODE)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise StoreWriteError(path, exc) from exc
         raise
     _fsync_dir(path.parent)
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def make_dir(path: Path) -> Path:
+    """``mkdir -p`` that reports a failure as :class:`StoreWriteError`."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreWriteError(path, exc) from exc
+    return path
+
+
+# ------------------------------------------------------------------- results folders
+
+
+def write_table(table: Any, out_dir: Path) -> list[str]:
+    """Write ``results.csv`` then ``results.parquet`` atomically; return the problems that
+    are not write errors (a column pyarrow cannot type: the CSV is written, a stale parquet
+    file is removed so the two never disagree). Write errors raise :class:`StoreWriteError`."""
+    make_dir(out_dir)
+    atomic_write_text(out_dir / RESULTS_CSV, table.to_csv(index=False))
+    try:
+        data = table.to_parquet(None, index=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. a column pyarrow cannot type
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(out_dir / RESULTS_PARQUET)
+        return [f"{RESULTS_PARQUET} not written: {type(exc).__name__}: {exc}"]
+    atomic_write_bytes(out_dir / RESULTS_PARQUET, data)
+    return []
+
+
+def write_manifest(manifest: dict[str, Any], out_dir: Path) -> None:
+    atomic_write_text(out_dir / MANIFEST,
+                      json.dumps(manifest, indent=2, default=_json_default, allow_nan=True))
+
+
+#: ``draw(fig_dir) -> (paths drawn, error messages)``
+Draw = Callable[[Path], "tuple[list[Path], list[str]]"]
+
+
+def write_figures(out_dir: Path, draw: Draw) -> tuple[list[Path], list[str]]:
+    """Draw figures into a private temporary folder, then publish every file into
+    ``out_dir/figures`` with :func:`atomic_write_bytes` (so concurrent collects never expose a
+    half-written figure). Returns the published paths (and the drawer's error messages); an
+    exception from ``draw`` propagates after the temporary folder is removed."""
+    make_dir(out_dir)
+    final = out_dir / FIGURES
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{FIGURES}.", suffix=TMP_SUFFIX, dir=out_dir))
+    except OSError as exc:
+        raise StoreWriteError(out_dir / FIGURES, exc) from exc
+    try:
+        drawn, errors = draw(tmp)
+        for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            target = final / src.relative_to(tmp)
+            make_dir(target.parent)
+            atomic_write_bytes(target, src.read_bytes())
+        published = [final / Path(p).relative_to(tmp) if Path(p).is_relative_to(tmp)
+                     else Path(p) for p in drawn]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return published, list(errors)
+
+
+def write_results(out_dir: str | Path, table: Any, manifest: dict[str, Any], *,
+                  draw: Draw | None = None) -> dict[str, Any]:
+    """The one way a results folder is written, by ``goldilocks run`` and by collect:
+    the table (:func:`write_table`), then the figures (:func:`write_figures`, if ``draw``),
+    then the manifest, which records ``table_errors``, ``figures``, ``figure_errors`` and
+    ``timings.plot_seconds``. Returns the manifest as written."""
+    out = make_dir(Path(out_dir))
+    manifest = dict(manifest)
+    manifest["table_errors"] = write_table(table, out)
+    manifest.setdefault("figures", [])
+    manifest.setdefault("figure_errors", [])
+    if draw is not None:
+        started = time.time()
+        figures, errors = write_figures(out, draw)
+        manifest["timings"] = {**manifest.get("timings", {}),
+                               "plot_seconds": time.time() - started}
+        manifest["figures"] = [str(p.relative_to(out)) if p.is_relative_to(out) else str(p)
+                               for p in figures]
+        manifest["figure_errors"] = errors
+    write_manifest(manifest, out)
+    return manifest
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {Path(out_dir)} is not a results folder written by "
+            "'goldilocks run' or 'goldilocks collect'"
+        )
+    return json.loads(path.read_text())
+
+
+def record_checksum(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``record`` without its ``checksum`` field."""
+    body = {k: v for k, v in record.items() if k != CHECKSUM}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class PointStore:
@@ -119,8 +296,7 @@ class PointStore:
         description and the order of the grid may change between runs)."""
         self.check_compatible(spec)
         path = self.root / SWEEP_FILE
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.points_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(self.points_dir)
         document = {
             "format": FORMAT_VERSION,
             "spec_hash": spec.hash,
@@ -136,13 +312,17 @@ class PointStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive lock on the folder (released by the OS if the process dies)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         try:
             import fcntl
         except ImportError:  # pragma: no cover - non-POSIX: no locking
             yield
             return
-        with open(self.root / LOCK_FILE, "a+") as fh:
+        try:
+            fh = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise StoreWriteError(self.root / LOCK_FILE, exc) from exc
+        with fh:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -166,16 +346,29 @@ class PointStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def remove_orphans(self) -> list[Path]:
-        """Delete temporary files left by a crashed writer (call only while holding the lock)."""
+        """Delete temporary files left by a crashed writer (call only while holding the lock).
+
+        In ``points/`` and of ``sweep.json`` only the lock holder writes, so every temp file
+        there is an orphan. Elsewhere in the folder a concurrent ``collect`` may be writing
+        (results, manifest, figures): those temp files are removed only once untouched for
+        :data:`STALE_SECONDS`."""
         removed = []
+        now = time.time()
         for folder in (self.root, self.points_dir):
             if not folder.is_dir():
                 continue
             for p in folder.iterdir():
-                if p.name.endswith(TMP_SUFFIX) and p.is_file():
-                    with contextlib.suppress(OSError):
+                if not (p.name.startswith(".") and p.name.endswith(TMP_SUFFIX)):
+                    continue
+                mine = folder == self.points_dir or p.name.startswith(f".{SWEEP_FILE}.")
+                with contextlib.suppress(OSError):
+                    if not mine and now - p.stat().st_mtime < STALE_SECONDS:
+                        continue
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    else:
                         p.unlink()
-                        removed.append(p)
+                    removed.append(p)
         return removed
 
     # ---------------------------------------------------------------- points
@@ -183,16 +376,22 @@ class PointStore:
         return self.points_dir / f"{key}.json"
 
     def commit(self, record: dict[str, Any]) -> Path:
-        """Atomically write a point's record (status ``done`` or ``failed``)."""
+        """Atomically write a point's record (status ``done`` or ``failed``) with its
+        checksum (:func:`record_checksum`)."""
         if record.get("status") not in (DONE, FAILED):
             raise ValueError(f"a point record needs status done or failed, got "
                              f"{record.get('status')!r}")
+        body = json.loads(_dumps({k: v for k, v in record.items() if k != CHECKSUM}))
+        body[CHECKSUM] = record_checksum(body)
         path = self.point_path(record["key"])
-        atomic_write_text(path, _dumps(record))
+        atomic_write_text(path, _dumps(body))
         return path
 
     def load(self, key: str) -> dict[str, Any] | None:
-        """The record of point ``key``, or ``None`` if it has none (or an unreadable one)."""
+        """The record of point ``key``, or ``None`` if it has none, or an unreadable or
+        corrupt one (does not parse, or its checksum does not match: warned about with
+        :class:`CorruptPointWarning`, and recomputed by the next sweep). Records written
+        before checksums existed (no ``checksum`` field) are read as they are."""
         path = self.point_path(key)
         try:
             text = path.read_text()
@@ -200,8 +399,18 @@ class PointStore:
             return None
         try:
             record = json.loads(text)
-        except json.JSONDecodeError:
-            return None  # cannot come from commit(); treat as not run, it will be rewritten
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            warnings.warn(f"{path} does not parse; treated as not run (it will be recomputed)",
+                          CorruptPointWarning, stacklevel=2)
+            return None
+        if not isinstance(record, dict):
+            return None
+        stored = record.get(CHECKSUM)
+        if stored is not None and stored != record_checksum(record):
+            warnings.warn(f"{path} fails its checksum (the file was altered after it was "
+                          "committed); treated as not run (it will be recomputed)",
+                          CorruptPointWarning, stacklevel=2)
+            return None
         if record.get("key") != key or record.get("status") not in (DONE, FAILED):
             return None
         return record
