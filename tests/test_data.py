@@ -23,7 +23,7 @@ needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="dataset-fashion-mni
 
 def test_names_contract():
     assert set(data.names()) == {"fashion-mnist", "mnist", "mnist-5k", "digits", "cifar10",
-                                 "svhn", "circles", "gaussian"}
+                                 "svhn", "circles", "rings", "gaussian"}
     assert set(data.describe()) == set(data.names())
 
 
@@ -114,19 +114,20 @@ def test_digits():
 
 # -------------------------------------------------------------------------- generated sets
 
-def test_circles_geometry_seeds_and_splits():
-    train = data.load("circles")
+def test_rings_geometry_seeds_and_splits():
+    train = data.load("rings")
     assert train.input_shape == (2,) and train.num_classes == 3 and len(train) == 3000
     assert train.class_counts.tolist() == [1000] * 3
+    assert train.source.startswith("generated: rings")
     radius = train.inputs.double().norm(dim=1)
     for k, r_k in enumerate((0.5, 1.0, 1.5)):
         rk = radius[train.targets == k]
         assert abs(rk.mean().item() - r_k) < 0.01 and abs(rk.std().item() - 0.08) < 0.01
-    assert data.load("circles", seed=0).fingerprint == train.fingerprint
-    assert data.load("circles", seed=1).fingerprint != train.fingerprint
-    test = data.load("circles", "test")
+    assert data.load("rings", seed=0).fingerprint == train.fingerprint
+    assert data.load("rings", seed=1).fingerprint != train.fingerprint
+    test = data.load("rings", "test")
     assert len(test) == 1000 and test.fingerprint != train.fingerprint
-    two = data.load("circles", num_samples=101, num_classes=2, noise=0.0, radii=(1.0, 2.0))
+    two = data.load("rings", num_samples=101, num_classes=2, noise=0.0, radii=(1.0, 2.0))
     torch.testing.assert_close(two.inputs.double().norm(dim=1),
                                1.0 + two.targets.double(), atol=1e-6, rtol=0)
     assert sorted(two.class_counts.tolist()) == [50, 51]
@@ -258,7 +259,11 @@ def test_load_errors():
     with pytest.raises(ValueError, match="splits"):
         data.load("circles", "validation")
     with pytest.raises(TypeError, match="unexpected options"):
-        data.load("circles", nois=0.1)
+        data.load("rings", nois=0.1)
+    with pytest.raises(TypeError, match="unexpected options"):
+        data.load("circles", noise=0.1)  # the paper's data are fixed files
+    with pytest.raises(ValueError, match="takes no root"):
+        data.load("circles", root="/tmp")
     with pytest.raises(ValueError, match="num_samples=6000"):
         data.load("mnist-5k", num_samples=6000)
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from goldilocks_zone import random_basis, subspace_curvature
 from goldilocks_zone.experiments import RunContext, get
 from goldilocks_zone.experiments._shared.common import load_problem
-from goldilocks_zone.experiments.expected_g import g_term_point, logit_panel
+from goldilocks_zone.experiments.expected_g import g_term_point, logit_panel, summarise
 from goldilocks_zone.sweep.runner import run_experiment
 
 
@@ -98,3 +99,25 @@ def test_theory_inputs_are_float64():
     assert isinstance(point["expected_curvature"], float)
     assert 0 < point["expected_curvature"] <= math.sqrt(3) + 1e-12
     assert torch.get_default_dtype() == torch.float32  # untouched global state
+
+
+def test_saturated_rows_are_marked_and_left_out_of_the_agreement():
+    """Far above the zone the softmax saturates: G underflows, kappa(G) reads 0, Eq. 9 keeps
+    its confident-output limit (Gamma_p = 1) and the row says saturated."""
+    problem = load_problem(model="demo", dataset="circles", num_samples=200, seed=0)
+    basis = random_basis(problem.num_params, 10, seed=0)
+    live = g_term_point(problem, basis, scale=1.0, batch_size=None, debias=False)
+    dead = g_term_point(problem, basis, scale=1e3, batch_size=None, debias=False)
+    assert not live["saturated"] and live["positive_curvature"] > 1
+    assert dead["saturated"] and dead["positive_curvature"] == 0.0
+    assert dead["gamma_p"] == 1.0 and dead["expected_curvature"] > 1
+    authors = g_term_point(problem, basis, scale=1.0, batch_size=None, debias=False, ddof=1)
+    assert authors["sigma_c2"] == pytest.approx(live["sigma_c2"] * 30 / 29, rel=1e-12)
+    table = pd.DataFrame([{"panel": "scale", "scale": a, "seed": 0, "dim": 10, **p}
+                          for a, p in ((1.0, live), (1e3, dead))]
+                         + logit_panel(2, 3, (1.0,), seed=0))
+    summary = summarise(table)
+    assert summary["saturated_rows"] == 1 and summary["smallest_saturated_scale"] == 1e3
+    assert summary["median_relative_gap_kappa_g_vs_eq9"] == pytest.approx(
+        abs(live["positive_curvature"] - live["expected_curvature"])
+        / live["expected_curvature"])

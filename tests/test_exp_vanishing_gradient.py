@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,31 @@ def test_imbalanced_prior_and_config_errors():
     with pytest.raises(ValueError, match="same shape"):
         run_experiment("vanishing-gradient", show_progress=False, plot=False,
                        overrides=dict(SMALL, other_dataset="digits", num_priors=3))
+
+
+def test_eq10_constants_side_by_side_on_circles(tmp_path):
+    """On the paper's Circles data the authors' line d*sigma_c (drawn against the full
+    gradient) is within 25% of the fitted slope of the full-gradient cloud; the package's
+    sqrt(d)*sigma_c belongs to the projected gradient and is reported beside it."""
+    from goldilocks_zone.experiments import RunContext, get
+
+    exp = get("vanishing-gradient")
+    config = exp.default_config(model="demo", dataset="circles", other_dataset="",
+                                num_samples=150, num_priors=80, prior_samples=600,
+                                prior_on_gaussian=False, seeds=(0,), dim=50)
+    table = exp.run(config, RunContext(show_progress=False))
+    prior = table[(table["part"] == "prior") & (table["prior_kind"] == "simplex")]
+    row = prior.iloc[0]
+    sigma_c = math.sqrt(row["sigma_c2"])
+    assert row["predicted_slope"] == pytest.approx(math.sqrt(50) * sigma_c)
+    assert row["predicted_slope_authors"] == pytest.approx(50 * sigma_c)
+    fitted_full = float(row["fitted_slope_full"])
+    fitted_projected = float(row["fitted_slope_projected"])
+    assert prior["fitted_slope_full"].nunique() == 1 and fitted_full > 0
+    assert abs(row["predicted_slope_authors"] / fitted_full - 1) < 0.25
+    # the projected cloud is far below the full one: the two constants are not interchangeable
+    assert fitted_projected < 0.5 * fitted_full
+    figures = exp.plot(table, {}, tmp_path)
+    assert any(p.name == "gradient_vs_prior_mismatch.png" for p in figures)
+    with pytest.raises(ValueError, match="ddof"):
+        exp.default_config(model="demo", dataset="circles", ddof=2).validate()

@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from goldilocks_zone.theory import (
+    authors_gradient_slope,
     expected_g_curvature,
     expected_projected_gradient,
     fit_random_model,
     gamma_p,
     gauss_newton_from_jacobians,
     gradient_noise_scale,
+    is_saturated,
     matrix_positive_curvature,
     mean_softmax_covariance,
     predicted_gradient_slope,
@@ -211,3 +213,51 @@ def test_positive_curvature_and_gamma_p_survive_tiny_magnitudes():
     # K = 2 with a runner-up of ~e^-700: M has entries ~1e-304, Gamma_p is still exactly 1
     p = torch.softmax(torch.tensor([[0.0, -700.0]], dtype=F64), dim=-1)
     assert float(gamma_p(p)) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_fit_random_model_ddof_conventions():
+    """ddof=0 divides by n (package default), ddof=1 by n - 1 (the authors' torch.std)."""
+    g = torch.Generator().manual_seed(11)
+    jac = torch.randn(7, 3, 4, generator=g, dtype=F64)
+    mean = jac.mean(0)
+    n_c, n_e = mean.numel(), jac.numel()
+    ss_c = float(((mean - mean.mean()) ** 2).sum())
+    ss_e = float(((jac - mean) ** 2).sum())
+    plain = fit_random_model(jac)
+    authors = fit_random_model(jac, ddof=1)
+    assert plain.ddof == 0 and authors.ddof == 1
+    assert plain.sigma_c2 == pytest.approx(ss_c / n_c, rel=1e-12)
+    assert plain.sigma_e2 == pytest.approx(ss_e / n_e, rel=1e-12)
+    assert authors.sigma_c2 == pytest.approx(ss_c / (n_c - 1), rel=1e-12)
+    assert authors.sigma_e2 == pytest.approx(ss_e / (n_e - 1), rel=1e-12)
+    # exactly the notebook's expressions: J.mean(0).std([0,1])**2 and (J - C).std([0,1,2])**2
+    assert authors.sigma_c2 == pytest.approx(float(mean.std(dim=(0, 1)) ** 2), rel=1e-12)
+    assert authors.sigma_e2 == pytest.approx(float((jac - mean).std(dim=(0, 1, 2)) ** 2),
+                                             rel=1e-12)
+    for bad in (2, -1, True):
+        with pytest.raises(ValueError, match="ddof"):
+            fit_random_model(jac, ddof=bad)
+    with pytest.raises(ValueError, match="ddof=1"):
+        fit_random_model(jac[:, :1, :1], ddof=1)
+
+
+def test_eq10_two_constants():
+    assert predicted_gradient_slope(0.04, 50) == pytest.approx(math.sqrt(50) * 0.2)
+    assert authors_gradient_slope(0.04, 50) == pytest.approx(50 * 0.2)
+    with pytest.raises(ValueError):
+        authors_gradient_slope(-1.0, 50)
+
+
+def test_saturation_flag_and_eq9_limit():
+    """One-hot outputs: M-bar = 0, Gamma_p is its limit 1, Eq. 9 stays finite (kappa is
+    scale-free) and the row is flagged saturated; a merely confident output is not."""
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=F64)
+    assert is_saturated(one_hot)
+    assert float(gamma_p(one_hot)) == 1.0
+    limit = float(expected_g_curvature(0.3, 0.1, gamma_p(one_hot), 50))
+    assert limit == pytest.approx(float(expected_g_curvature(0.3, 0.1, 1.0, 50)))
+    assert 1.0 < limit < math.sqrt(50)
+    confident = torch.softmax(torch.tensor([[30.0, 0.0, 0.0]], dtype=F64), dim=-1)
+    assert not is_saturated(confident)
+    assert is_saturated(confident, torch.zeros(4, 4, dtype=F64))  # G underflowed
+    assert not is_saturated(confident, torch.eye(4, dtype=F64) * 1e-300)

@@ -2,9 +2,10 @@
 
 ``load(name, split="train", *, root=None, num_samples=None, seed=None, **options)`` returns a
 :class:`Dataset` (normalised float32 ``inputs``, int64 ``targets`` and metadata) for
-``fashion-mnist``, ``mnist``, ``mnist-5k``, ``digits``, ``cifar10``, ``svhn``, ``circles`` and
-``gaussian``. Seeded subsets: :func:`subsample`, :func:`imbalanced_subset`,
-:func:`subset_with_prior`, and :func:`sample_simplex_priors` for P1's random class priors.
+``fashion-mnist``, ``mnist``, ``mnist-5k``, ``digits``, ``cifar10``, ``svhn``, ``circles`` (P1's
+own 2-D data, bundled), and the synthetic ``rings`` and ``gaussian``. Seeded subsets:
+:func:`subsample`, :func:`imbalanced_subset`, :func:`subset_with_prior`, and
+:func:`sample_simplex_priors` for P1's random class priors.
 See ``docs/data.md``.
 """
 

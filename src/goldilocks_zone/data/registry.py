@@ -39,8 +39,13 @@ SVHN_STATS = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
 DIGITS_STATS = ((0.3053,), (0.3760,))
 # Fixed train/test split of the bundled sets: the first 4/5 of each class (file order) train.
 BUNDLED_TRAIN_FRACTION = 0.8
+# The authors' Circles data (P1's demo), bundled as package data; the test split is their
+# "dev" file.
+CIRCLES_FOLDER = Path("files") / "circles_p1"
+CIRCLES_FILES = {"train": "train.csv", "test": "dev.csv"}
+CIRCLES_CLASSES = 3
 # Default sizes of the generated sets.
-CIRCLES_SIZES = {"train": 3000, "test": 1000}
+RINGS_SIZES = {"train": 3000, "test": 1000}
 GAUSSIAN_SIZE = 10_000
 
 SYSTEM_DATA = Path("/usr/share/datasets")
@@ -376,21 +381,46 @@ def _load_svhn(split: str, root, num_samples, seed, *, normalize: bool = True,
 
 # ---------------------------------------------------------------------------- generated sets
 
-def _load_circles(split: str, root, num_samples, seed, *, noise: float = 0.08,
-                  num_classes: int = 3, radii: Sequence[float] | None = None) -> Dataset:
-    """P1's 2-D toy data: concentric annuli, one per class (default 3,000 train / 1,000 test)."""
+def circles_dir() -> Path:
+    """Folder of the bundled Circles files (``train.csv``, ``dev.csv``, ``LICENSE``,
+    ``README.md``) inside the installed package."""
+    return Path(__file__).resolve().parent / CIRCLES_FOLDER
+
+
+def _load_circles(split: str, root, num_samples, seed) -> Dataset:
+    """P1's 2-D Circles data, the authors' fixed set (2,400 train / 1,364 test, 3 classes)."""
     if root is not None:
-        raise ValueError("'circles' is generated; it takes no root")
-    n = CIRCLES_SIZES[split] if num_samples is None else int(num_samples)
+        raise ValueError("'circles' ships inside the package; it takes no root")
+    path = circles_dir() / CIRCLES_FILES[split]
+    if not path.is_file():
+        raise _not_found("circles", split, [path], CIRCLES_FILES[split],
+                         "reinstall goldilocks-zone (the CSV files are package data)")
+    points, labels = readers.read_points_csv(path, CIRCLES_CLASSES)
+    idx = _subsample_indices(points.shape[0], num_samples, seed, "circles", split)
+    if idx is not None:
+        points, labels = points[idx], labels[idx]
+    # float64, exactly the authors' values (no normalisation: the coordinates lie in the
+    # unit disc already)
+    return Dataset(name="circles", split=split, inputs=torch.from_numpy(points.copy()),
+                   targets=torch.from_numpy(labels.copy()), num_classes=CIRCLES_CLASSES,
+                   source=f"{path} (P1 authors' Circles data, MIT licence)")
+
+
+def _load_rings(split: str, root, num_samples, seed, *, noise: float = 0.08,
+                num_classes: int = 3, radii: Sequence[float] | None = None) -> Dataset:
+    """Synthetic concentric rings, one per class (default 3,000 train / 1,000 test)."""
+    if root is not None:
+        raise ValueError("'rings' is generated; it takes no root")
+    n = RINGS_SIZES[split] if num_samples is None else int(num_samples)
     if n < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     base = 0 if seed is None else seed
-    x, y = synthetic.circles(n, synthetic.split_rng(base, split), num_classes=int(num_classes),
-                             radii=radii, noise=float(noise))
+    x, y = synthetic.rings(n, synthetic.split_rng(base, split), num_classes=int(num_classes),
+                           radii=radii, noise=float(noise))
     radii_text = "(k+1)/2" if radii is None else tuple(radii)
-    return Dataset(name="circles", split=split, inputs=torch.from_numpy(x),
+    return Dataset(name="rings", split=split, inputs=torch.from_numpy(x),
                    targets=torch.from_numpy(y), num_classes=int(num_classes),
-                   source=f"generated: circles(seed={base}, noise={noise}, radii={radii_text})")
+                   source=f"generated: rings(seed={base}, noise={noise}, radii={radii_text})")
 
 
 def _load_gaussian(split: str, root, num_samples, seed, *,
@@ -441,6 +471,7 @@ _REGISTRY: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("cifar10", _load_cifar10, ("train", "test")),
     DatasetSpec("svhn", _load_svhn, ("train", "test", "extra")),
     DatasetSpec("circles", _load_circles, ("train", "test")),
+    DatasetSpec("rings", _load_rings, ("train", "test")),
     DatasetSpec("gaussian", _load_gaussian, ("train", "test")),
 )}
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
@@ -460,7 +491,8 @@ def describe() -> dict[str, str]:
 
 def load(name: str, split: str = "train", *, root: str | os.PathLike | None = None,
          num_samples: int | None = None, seed: int | None = None, **options) -> Dataset:
-    """Load the registered data set ``name`` as a :class:`Dataset` (normalised float32 inputs,
+    """Load the registered data set ``name`` as a :class:`Dataset` (normalised float32 inputs;
+    float64 for ``circles``, the authors' exact values;
     int64 targets, metadata ``num_classes``, ``input_shape``, ``prior``, ``source``,
     ``fingerprint``).
 
@@ -472,12 +504,12 @@ def load(name: str, split: str = "train", *, root: str | os.PathLike | None = No
             search path.
         num_samples: for data read from files, a subsample of this many distinct samples drawn
             with ``seed`` (the same draw as ``subsample(load(name, split), num_samples, seed)``);
-            for generated data (``circles``, ``gaussian``), how many samples to generate.
+            for generated data (``rings``, ``gaussian``), how many samples to generate.
         seed: seeds the subsample or the generator; ``None`` means 0, so loading is always
             reproducible. Without ``num_samples``, files are returned whole and in file order.
         **options: per data set: ``normalize`` (default True) and ``download`` (torchvision,
             default False) for file-based sets; ``noise``, ``num_classes``, ``radii`` for
-            ``circles``; ``input_shape``, ``num_classes``, ``prior`` for ``gaussian``.
+            ``rings``; ``input_shape``, ``num_classes``, ``prior`` for ``gaussian``.
 
     Raises:
         ValueError: unknown name (the message lists the known ones) or split.

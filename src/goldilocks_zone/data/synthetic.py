@@ -1,4 +1,6 @@
-"""Generated data sets: ``circles`` (P1's 2-D toy problem) and ``gaussian`` (random inputs).
+"""Generated data sets: ``rings`` (synthetic concentric rings in the plane) and ``gaussian``
+(random inputs). P1's own 2-D data are not generated here: they ship as files, data set
+``circles``.
 
 Both are drawn from numpy's PCG64 generator seeded by ``SeedSequence(seed, spawn_key=(s,))``
 with s = 0 for the train split and s = 1 for the test split, so the splits are independent
@@ -43,10 +45,10 @@ def check_prior(prior: Sequence[float] | np.ndarray, num_classes: int) -> np.nda
     return p / p.sum()
 
 
-def circles(n: int, rng: np.random.Generator, *, num_classes: int = 3,
+def rings(n: int, rng: np.random.Generator, *, num_classes: int = 3,
             radii: Sequence[float] | None = None, noise: float = 0.08
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Concentric annuli in the plane, one per class.
+    """Synthetic concentric rings in the plane, one per class (not P1's data: see ``circles``).
 
     Class k has radius r_k (default r_k = (k + 1) / 2: 0.5, 1.0, 1.5 for three classes, so the
     coordinates have standard deviation ≈ 0.76). A point of class k is
@@ -56,7 +58,7 @@ def circles(n: int, rng: np.random.Generator, *, num_classes: int = 3,
     Returns (points (n, 2) float32, labels (n,) int64).
     """
     if num_classes < 2:
-        raise ValueError(f"circles needs at least 2 classes, got {num_classes}")
+        raise ValueError(f"rings needs at least 2 classes, got {num_classes}")
     r = np.arange(1, num_classes + 1) / 2.0 if radii is None else np.asarray(radii, float)
     if r.shape != (num_classes,):
         raise ValueError(f"radii must have {num_classes} entries, got {list(r)}")

@@ -21,6 +21,12 @@ Three panels, one tidy table with a ``panel`` column:
   :math:`\kappa(\mathbb{E}\,G)` declines at large scales.
 
 The prediction uses the subspace dimension ``d`` in Eq. 9 (see :mod:`goldilocks_zone.theory`).
+:math:`\sigma_c^2, \sigma_E^2` have divisor ``n - ddof`` (``ddof=0`` default; ``ddof=1`` is
+the authors' ``torch.std``). Rows where the softmax saturates in floating point
+(:math:`\operatorname{Tr}\bar M = 0`, or the G-term or its norm underflows to 0) have
+``saturated=True``: the measured :math:`\kappa(G)` there is the zero matrix's 0, the prediction
+is Eq. 9's confident-output limit (:math:`\Gamma_p \to 1`), and the two are not compared
+(the summary and the figure leave them out of the agreement).
 """
 
 from __future__ import annotations
@@ -65,9 +71,15 @@ class Config(ScaleGridConfig):
     debias: bool = field(
         default=False,
         metadata={"help": "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)"})
+    ddof: int = field(
+        default=0,
+        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
+                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         super().validate()
+        if self.ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
         check_log_range("logit_log10_range", self.logit_log10_range, self.logit_per_decade)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
@@ -84,22 +96,24 @@ QUICK = {"num_samples": 300, "dim": 20, "seeds": (0, 1), "per_decade": 2,
 
 
 def g_term_point(problem, basis: torch.Tensor, *, scale: float, batch_size: int | None,
-                 debias: bool) -> dict[str, Any]:
+                 debias: bool, ddof: int = 0) -> dict[str, Any]:
     """Measured :math:`\\kappa(G_R)` (and spectrum statistics) and the Eq. 9 prediction from
-    one pass of projected Jacobians."""
+    one pass of projected Jacobians; ``saturated`` marks a softmax saturated in floating point
+    (:func:`goldilocks_zone.theory.is_saturated`)."""
     from goldilocks_zone.curvature import projected_logit_jacobians, spectrum_stats
     from goldilocks_zone.theory import (
         expected_g_curvature,
         fit_random_model,
         gamma_p,
         gauss_newton_from_jacobians,
+        is_saturated,
     )
 
     pj = projected_logit_jacobians(problem.model, problem.data, basis, scale=scale,
                                    batch_size=batch_size)
     g = gauss_newton_from_jacobians(pj.jacobians, pj.probs)
     stats = spectrum_stats(g)
-    fit = fit_random_model(pj.jacobians, debias=debias)
+    fit = fit_random_model(pj.jacobians, debias=debias, ddof=ddof)
     gp = float(gamma_p(pj.probs))
     finite = bool(torch.isfinite(pj.jacobians).all()) and stats.finite \
         and math.isfinite(fit.sigma_c2) and math.isfinite(fit.sigma_e2)
@@ -107,6 +121,8 @@ def g_term_point(problem, basis: torch.Tensor, *, scale: float, batch_size: int 
                 if finite else math.nan)
     return {"term": "g_term", **stats.as_dict(), "expected_curvature": expected,
             "sigma_c2": fit.sigma_c2, "sigma_e2": fit.sigma_e2, "gamma_p": gp,
+            # G underflowed entirely, or so far that its norm does (kappa then reads 0)
+            "saturated": bool(finite and (is_saturated(pj.probs, g) or stats.frobenius == 0)),
             "finite": finite}
 
 
@@ -154,7 +170,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         for panel, value in ctx.progress(jobs, total=len(jobs), desc=f"expected-g seed {seed}"):
             if panel == "scale":
                 point = g_term_point(problem, basis, scale=float(value),
-                                     batch_size=config.batch_size, debias=config.debias)
+                                     batch_size=config.batch_size, debias=config.debias,
+                                     ddof=config.ddof)
                 rows.append({"panel": "scale", "scale": float(value), "seed": seed,
                              "dim": config.dim, **point})
             else:
@@ -162,7 +179,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                     problem.num_params, int(value), kind=config.basis, seed=seed,
                     dtype=torch_dtype(config.dtype), device=config.device)
                 point = g_term_point(problem, b, scale=config.dim_scale,
-                                     batch_size=config.batch_size, debias=config.debias)
+                                     batch_size=config.batch_size, debias=config.debias,
+                                     ddof=config.ddof)
                 rows.append({"panel": "dim", "scale": config.dim_scale, "seed": seed,
                              "dim": int(value), **point})
     k = config.logit_classes or int(num_classes)
@@ -170,6 +188,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                             log_grid(config.logit_log10_range[0], config.logit_log10_range[1],
                                      config.logit_per_decade), seed=config.seeds[0]))
     table = pd.DataFrame(rows)
+    table["saturated"] = table["saturated"].astype("boolean")  # NA on the logits panel
     for column in ("seed", "dim", "logit_set"):  # integer columns with gaps between panels
         table[column] = table[column].astype("Int64")
     table["num_classes"] = int(num_classes)
@@ -180,11 +199,15 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 def summarise(table: pd.DataFrame) -> dict[str, Any]:
     sc = table[table["panel"] == "scale"]
+    saturated = (sc["saturated"].fillna(False).astype(bool) if "saturated" in sc
+                 else pd.Series(False, index=sc.index))
     mean = sc.groupby("scale")[["positive_curvature", "expected_curvature"]].mean()
     rel = ((mean["positive_curvature"] - mean["expected_curvature"]).abs()
            / mean["expected_curvature"].abs().clip(lower=1e-12))
-    # agreement where there is something to agree on (kappa(G) not collapsed)
-    live = mean["positive_curvature"] > 0.5
+    # agreement where there is something to agree on: no seed saturated (G underflowed) and
+    # kappa(G) not collapsed
+    any_saturated = saturated.groupby(sc["scale"]).any()
+    live = (mean["positive_curvature"] > 0.5) & ~any_saturated
     dim = table[table["panel"] == "dim"].groupby("dim")[
         ["positive_curvature", "expected_curvature"]].mean()
     logits = table[(table["panel"] == "logits") & (table["series"] == "mean")]
@@ -192,6 +215,9 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         "kappa_g_at_low_end": float(mean["positive_curvature"].iloc[0]),
         "kappa_eg_at_low_end": float(mean["expected_curvature"].iloc[0]),
         "peak_kappa_g": float(mean["positive_curvature"].max()),
+        "saturated_rows": int(saturated.sum()),
+        "smallest_saturated_scale": (float(sc.loc[saturated, "scale"].min())
+                                     if saturated.any() else None),
         "median_relative_gap_kappa_g_vs_eq9": float(rel[live].median()) if live.any() else None,
         "kappa_g_vs_dim": {int(d): round(float(v), 4)
                            for d, v in dim["positive_curvature"].items()},
@@ -223,6 +249,10 @@ def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[
              label=r"$\Gamma_p$")
         ax_s.axhline(math.sqrt(dim), color="0.5", linewidth=0.8, linestyle="-.",
                      label=rf"$\sqrt{{d}}$, d={dim}")
+        if "saturated" in sc and sc["saturated"].fillna(False).astype(bool).any():
+            start = float(sc.loc[sc["saturated"].fillna(False).astype(bool), "scale"].min())
+            ax_s.axvspan(start, float(sc["scale"].max()), color="0.85", zorder=0,
+                         label="saturated: G underflows")
         ax_s.set_xscale("log")
         ax_s.set_ylim(bottom=0)
     ax_s.set_xlabel(r"initialisation scale $\alpha$")

@@ -48,7 +48,17 @@ set beside Eq. 10's predicted slopes:
   large common component;
 * in full space (our reading of Eq. 10 with ``d = D``) the same two quantities from the
   full mean logit Jacobian :math:`\frac1S\sum_s J_s \in \mathbb{R}^{K\times D}`
-  (``predicted_slope_full``, ``predicted_slope_full_centered``).
+  (``predicted_slope_full``, ``predicted_slope_full_centered``);
+* ``predicted_slope_authors`` :math:`= d\,\sigma_c` (the same projected :math:`\sigma_c`), the
+  line the authors' notebook draws against the *full* gradient norm
+  (:func:`goldilocks_zone.theory.authors_gradient_slope`).
+
+Both constants sit side by side in the table and the figure: :math:`\sqrt d\,\sigma_c` in
+the projected-gradient panel, :math:`d\,\sigma_c` (and :math:`\sqrt D\,\sigma_c^{full}`) in the
+full-gradient panel; ``fitted_slope_projected`` / ``fitted_slope_full`` carry the least-squares
+slopes of each data set's cloud. docs/experiments.md derives the constants. ``ddof`` sets the
+divisor ``n - ddof`` of :math:`\sigma_c^2, \sigma_E^2` (0 by default; 1 is the authors'
+``torch.std``).
 """
 
 from __future__ import annotations
@@ -101,9 +111,15 @@ class Config:
     device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
+    ddof: int = field(
+        default=0,
+        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
+                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         torch_dtype(self.dtype)
+        if self.ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
         torch_device(self.device)
         if self.num_samples < 2 or self.prior_samples < 2:
             raise ValueError("num_samples and prior_samples must be >= 2")
@@ -294,6 +310,7 @@ def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
     """Eq. 10's predicted slopes and noise scale from a class-balanced sample ``ds``."""
     from goldilocks_zone.curvature import projected_logit_jacobians
     from goldilocks_zone.theory import (
+        authors_gradient_slope,
         fit_random_model,
         gradient_noise_scale,
         predicted_gradient_slope,
@@ -303,12 +320,13 @@ def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
     x, y = ds.inputs.to(dtype=dt, device=dev), ds.targets.to(dev)
     jac = projected_logit_jacobians(model, (x, y), basis, scale=scale,
                                     batch_size=config.batch_size)
-    fit = fit_random_model(jac.jacobians)
+    fit = fit_random_model(jac.jacobians, ddof=config.ddof)
     k, d = fit.logit_mean.shape
     centred = fit.logit_mean - fit.logit_mean.mean(0, keepdim=True)
     out = {
         "predicted_slope": predicted_gradient_slope(fit.sigma_c2, d),
         "predicted_slope_centered": float(centred.norm()) / math.sqrt(max(k - 1, 1)),
+        "predicted_slope_authors": authors_gradient_slope(fit.sigma_c2, d),
         "sigma_c2": fit.sigma_c2,
         "sigma_e2": fit.sigma_e2,
         "noise_scale": gradient_noise_scale(fit.sigma_e2, d, config.prior_samples),
@@ -316,7 +334,8 @@ def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
     if config.full_gradient:
         full = mean_logit_jacobian(model, x, scale=scale, batch_size=config.batch_size)
         centred_full = full - full.mean(0, keepdim=True)
-        out["predicted_slope_full"] = math.sqrt(full.numel() / k * float(full.var(correction=0)))
+        out["predicted_slope_full"] = math.sqrt(full.numel() / k
+                                                * float(full.var(correction=config.ddof)))
         out["predicted_slope_full_centered"] = float(centred_full.norm()) / math.sqrt(
             max(k - 1, 1))
     else:
@@ -409,6 +428,8 @@ def prior_fits(table: pd.DataFrame) -> dict[str, dict[str, float]]:
             fit = line_fit(x, y)
             fit["predicted_slope"] = float(rows[pred].iloc[0])
             fit["predicted_slope_centered"] = float(rows[pred + "_centered"].iloc[0])
+            if kind == "full" and "predicted_slope_authors" in rows:
+                fit["predicted_slope_authors"] = float(rows["predicted_slope_authors"].iloc[0])
             out[f"{source} {kind}"] = fit
     return out
 
@@ -481,11 +502,20 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["model"] = config.model
     fits = prior_fits(table)
+    if "predicted_slope" in table:
+        for kind in ("projected", "full"):
+            table[f"fitted_slope_{kind}"] = table["dataset_a"].map(
+                {key.rsplit(" ", 1)[0]: fit["slope"] for key, fit in fits.items()
+                 if key.endswith(" " + kind)}).astype(float)
+            table.loc[table["part"] != "prior", f"fitted_slope_{kind}"] = math.nan
     for key, fit in fits.items():
+        authors = (f", authors' d*sigma_c {fit['predicted_slope_authors']:.4g}"
+                   if "predicted_slope_authors" in fit else "")
         summary[f"Eq.10 fit ({key})"] = (
             f"slope {fit['slope']:.4g} (predicted {fit['predicted_slope']:.4g}, centred "
-            f"{fit['predicted_slope_centered']:.4g}), intercept {fit['intercept']:.3g} "
-            f"({100 * fit['intercept_ratio']:.1f}% of a typical value), R² {fit['r2']:.3f}")
+            f"{fit['predicted_slope_centered']:.4g}{authors}), intercept "
+            f"{fit['intercept']:.3g} ({100 * fit['intercept_ratio']:.1f}% of a typical value), "
+            f"R² {fit['r2']:.3f}")
     for kind, text in cosine_summary(table, list(sets)).items():
         summary[f"gradient cosines, {kind}"] = text
     ctx.record("fits", fits)
@@ -539,10 +569,10 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         sources = list(dict.fromkeys(prior["dataset_a"]))
         kinds = [("projected_grad_norm", "predicted_slope",
                   r"$\|R^\top\nabla L\|$" + f" (d = {int(prior['dim'].iloc[0])})",
-                  r"$\sqrt{d}\,\sigma_c$")]
+                  r"$\sqrt{d}\,\sigma_c$ (package)")]
         if np.isfinite(prior["grad_norm"].to_numpy(float)).any():
             kinds.append(("grad_norm", "predicted_slope_full", r"$\|\nabla L\|$ (full space)",
-                          r"$\sqrt{D}\,\sigma_c$"))
+                          r"$\sqrt{D}\,\sigma_c^{full}$"))
         fig, axes = new_figure(len(kinds), len(sources), width=3.3, height=2.7)
         for r, source in enumerate(sources):
             rows_all = prior[prior["dataset_a"] == source]
@@ -568,6 +598,10 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                         label=f"Eq. 10: {symbol} = {slope_eq10:.3g}")
                 ax.plot(grid, slope_c * grid, ":", color="tab:orange", lw=1.3,
                         label=f"Eq. 10, centred C: {slope_c:.3g}")
+                if col == "grad_norm" and "predicted_slope_authors" in rows:
+                    slope_a = float(rows["predicted_slope_authors"].iloc[0])
+                    ax.plot(grid, slope_a * grid, "-.", color="tab:purple", lw=1.3,
+                            label=f"authors: $d\\,\\sigma_c$ = {slope_a:.3g}")
                 ax.set_xlim(0, grid[-1])
                 ax.set_ylim(0, None)
                 ax.set_xlabel(r"prior mismatch $\|q - \bar p\|_2$")

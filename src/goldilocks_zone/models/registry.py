@@ -32,7 +32,8 @@ def register(name: str, build: Callable[..., nn.Module], summary: str) -> None:
     _REGISTRY[name] = ModelSpec(name, build, summary)
 
 
-register("demo", architectures.demo, "P1's 2-D toy MLP: 2 hidden layers of width 32")
+register("demo", architectures.demo,
+         "P1's demo net (Circles): bias-free MLP in-32-32-K, ReLU, Kaiming-normal")
 register("lenet-300-100", architectures.lenet_300_100, "MLP 784-300-100-K (FashionMNIST, P1)")
 register("lenet-5", architectures.lenet_5, "LeNet-5 with average pooling (CIFAR-10, P1)")
 register("small-cnn", architectures.small_cnn, "3 conv stages 16-32-32 + linear readout (P2)")

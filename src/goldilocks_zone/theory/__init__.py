@@ -4,12 +4,14 @@ in :mod:`~goldilocks_zone.theory.random_model`. No model code lives here."""
 
 from goldilocks_zone.theory.formulas import (
     RandomModelFit,
+    authors_gradient_slope,
     expected_g_curvature,
     expected_projected_gradient,
     fit_random_model,
     gamma_p,
     gauss_newton_from_jacobians,
     gradient_noise_scale,
+    is_saturated,
     matrix_positive_curvature,
     mean_softmax_covariance,
     predicted_gradient_slope,
@@ -18,12 +20,14 @@ from goldilocks_zone.theory.formulas import (
 
 __all__ = [
     "RandomModelFit",
+    "authors_gradient_slope",
     "expected_g_curvature",
     "expected_projected_gradient",
     "fit_random_model",
     "gamma_p",
     "gauss_newton_from_jacobians",
     "gradient_noise_scale",
+    "is_saturated",
     "matrix_positive_curvature",
     "mean_softmax_covariance",
     "predicted_gradient_slope",

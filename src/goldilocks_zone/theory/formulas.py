@@ -23,10 +23,24 @@ Notation (SCIENCE.md §1, §5): ``S`` samples, ``K`` classes, subspace dimension
   with limits :math:`\sqrt d` (:math:`\sigma_c \to 0`) and :math:`\Gamma_p`
   (:math:`\sigma_E \to 0`). We use the *subspace* dimension ``d`` (the matrix whose curvature
   is measured is ``d x d``); the authors' notebook passes the full parameter count.
+  *At saturation* (every softmax output one-hot to floating-point precision, :math:`\bar M
+  \to 0`) the prediction is Eq. 9's limit along outputs becoming confident, i.e. Eq. 9 with
+  :math:`\Gamma_p = 1` (:func:`gamma_p` returns 1 for :math:`\bar M = 0`); :math:`\kappa` is
+  scale-free, so a vanishing :math:`\mathbb{E}\,G` does not change it. The measured
+  :math:`\kappa(G)` is 0 there only because :math:`G` underflows: experiments mark such rows
+  ``saturated`` (:func:`is_saturated`) and leave them out of comparisons.
+* Estimator conventions: :math:`\sigma_c^2` and :math:`\sigma_E^2` are plain variances with
+  divisor :math:`n - \text{ddof}` (``n = Kd`` entries of ``C``, ``n = SKd`` residual entries).
+  The package's default is ``ddof=0`` (divisor ``n``, the maximum-likelihood estimate); the
+  authors' notebook uses ``torch.std``'s default, divisor ``n - 1`` (``ddof=1``). The two differ
+  by a factor :math:`n/(n-1)` (1.007 for ``K = 3``, ``d = 50``).
 * Vanishing gradient (P1 Eq. 10): :math:`R^\top\nabla L \approx C^\top(\bar p - q)` plus noise
   of order :math:`\sigma_E\sqrt{d/S}`, so :math:`\|R^\top\nabla L\|` grows linearly in
   :math:`\|q - \bar p\|_2` with slope :math:`\sqrt d\,\sigma_c` (for a random ``C`` with i.i.d.
-  entries, :math:`\mathbb{E}\|C^\top v\|^2 = d\,\sigma_c^2\|v\|^2`).
+  entries, :math:`\mathbb{E}\|C^\top v\|^2 = d\,\sigma_c^2\|v\|^2`)
+  (:func:`predicted_gradient_slope`). The authors' notebook draws :math:`d\,\sigma_c` (the
+  same :math:`\sigma_c` of the projected Jacobians) against the *full* gradient norm
+  :math:`\|\nabla L\|` (:func:`authors_gradient_slope`); docs/experiments.md derives both.
 """
 
 from __future__ import annotations
@@ -46,7 +60,9 @@ __all__ = [
     "fit_random_model",
     "gamma_p",
     "gauss_newton_from_jacobians",
+    "authors_gradient_slope",
     "gradient_noise_scale",
+    "is_saturated",
     "matrix_positive_curvature",
     "mean_softmax_covariance",
     "predicted_gradient_slope",
@@ -153,6 +169,7 @@ class RandomModelFit:
     ``sigma_e2``: variance of the residual entries :math:`E_s = J_s R - C` (their mean is 0).
     ``debiased``: whether :math:`\sigma_E^2/S` (the noise left in a mean of ``S`` samples) was
     subtracted from ``sigma_c2``.
+    ``ddof``: the variances' divisor is ``n - ddof`` (0: the package's default; 1: the authors').
     """
 
     logit_mean: Tensor
@@ -161,6 +178,7 @@ class RandomModelFit:
     num_samples: int
     dim: int
     debiased: bool = False
+    ddof: int = 0
 
     @property
     def sigma_c(self) -> float:
@@ -176,29 +194,40 @@ class RandomModelFit:
         return self.sigma_c2 / self.sigma_e2 if self.sigma_e2 > 0 else math.inf
 
 
-def fit_random_model(jacobians: Tensor, *, debias: bool = False) -> RandomModelFit:
+def fit_random_model(jacobians: Tensor, *, debias: bool = False,
+                     ddof: int = 0) -> RandomModelFit:
     r"""Estimate :math:`C`, :math:`\sigma_c^2`, :math:`\sigma_E^2` from ``jacobians`` of shape
     ``(S, K, d)`` (the projected logit gradients :math:`J_s R`, possibly divided by ``T``).
 
     :math:`C_{kj} = \frac1S\sum_s (J_sR)_{kj}`;
-    :math:`\sigma_c^2 = \frac1{Kd}\sum_{kj}(C_{kj} - \bar C)^2`;
-    :math:`\sigma_E^2 = \frac1{SKd}\sum_{skj}((J_sR)_{kj} - C_{kj})^2`.
+    :math:`\sigma_c^2 = \frac1{Kd - \delta}\sum_{kj}(C_{kj} - \bar C)^2`;
+    :math:`\sigma_E^2 = \frac1{SKd - \delta}\sum_{skj}((J_sR)_{kj} - C_{kj})^2`, with
+    :math:`\delta` = ``ddof``: 0 (default, divisor ``n``) or 1 (divisor ``n - 1``, what the
+    authors' notebook computes with ``torch.std``).
     With ``debias=True``, :math:`\sigma_E^2/S` is subtracted from :math:`\sigma_c^2` (clamped at
     0): the sample mean of ``S`` noisy gradients still carries that much noise variance.
     """
     if not isinstance(jacobians, Tensor) or jacobians.ndim != 3:
         shape = tuple(jacobians.shape) if isinstance(jacobians, Tensor) else type(jacobians)
         raise ValueError(f"jacobians must be a tensor of shape (S, K, d); got {shape}")
-    num_samples, _, dim = jacobians.shape
+    if isinstance(ddof, bool) or ddof not in (0, 1):
+        raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {ddof!r}")
+    num_samples, num_classes, dim = jacobians.shape
     if num_samples < 1:
         raise ValueError("jacobians has no samples")
+    if num_classes * dim <= ddof:
+        raise ValueError(f"ddof={ddof} needs more than {ddof} entries in C, got K*d = "
+                         f"{num_classes * dim}")
     logit_mean = jacobians.mean(dim=0)
-    sigma_c2 = float(logit_mean.var(correction=0))
-    sigma_e2 = float((jacobians - logit_mean).pow(2).mean())
+    sigma_c2 = float(logit_mean.var(correction=ddof))
+    residual2 = (jacobians - logit_mean).pow(2).sum()
+    sigma_e2 = float(residual2 / (jacobians.numel() - ddof)) if jacobians.numel() > ddof \
+        else 0.0
     if debias:
         sigma_c2 = max(sigma_c2 - sigma_e2 / num_samples, 0.0)
     return RandomModelFit(logit_mean=logit_mean, sigma_c2=sigma_c2, sigma_e2=sigma_e2,
-                          num_samples=int(num_samples), dim=int(dim), debiased=debias)
+                          num_samples=int(num_samples), dim=int(dim), debiased=debias,
+                          ddof=int(ddof))
 
 
 def expected_g_curvature(sigma_c2: Tensor | float, sigma_e2: Tensor | float,
@@ -277,6 +306,30 @@ def predicted_gradient_slope(sigma_c2: float, dim: int) -> float:
     if sigma_c2 < 0 or dim < 1:
         raise ValueError("need sigma_c2 >= 0 and dim >= 1")
     return math.sqrt(dim * sigma_c2)
+
+
+def authors_gradient_slope(sigma_c2: float, dim: int) -> float:
+    r"""The slope the authors' notebook draws against the *full* gradient norm
+    :math:`\|\nabla L\|`: :math:`d\,\sigma_c`, with :math:`\sigma_c^2` fitted to the
+    projected Jacobians :math:`J_sR` of a ``d``-dim subspace (docs/experiments.md, "Eq. 10's
+    two constants")."""
+    if sigma_c2 < 0 or dim < 1:
+        raise ValueError("need sigma_c2 >= 0 and dim >= 1")
+    return dim * math.sqrt(sigma_c2)
+
+
+def is_saturated(probs: Tensor, g_term: Tensor | None = None) -> bool:
+    r"""Whether the softmax is saturated in floating point: :math:`\operatorname{Tr}\bar M = 0`
+    (every output one-hot to the dtype's precision), or the G-term ``g_term`` (any shape) is
+    exactly zero (it underflowed). There the measured :math:`\kappa(G) = 0` is a round-off
+    artefact, not a value comparable with Eq. 9.
+
+    ``probs``: ``(S, K)`` softmax outputs.
+    """
+    trace = torch.diagonal(mean_softmax_covariance(probs), dim1=-2, dim2=-1).sum()
+    if not bool(trace > 0):
+        return True
+    return g_term is not None and not bool((g_term != 0).any())
 
 
 def gradient_noise_scale(sigma_e2: float, dim: int, num_samples: int) -> float:
