@@ -48,6 +48,8 @@ class Config:
     scales: tuple[float, ...] = field(
         default=(0.1, 1.0, 10.0), metadata={"help": "initialisation scales alpha"})
     seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init (and basis) seeds"})
+    cnn_channels: tuple[int, ...] = field(
+        default=(16, 32, 32), metadata={"help": "channels of small-cnn's conv stages"})
     epochs: int = field(default=10, metadata={"help": "training epochs"})
     batch_size: int = field(default=128, metadata={"help": "SGD minibatch size"})
     base_lr: float = field(default=0.05, metadata={"help": "eta_0; lr = eta_0 / alpha^(L-2)"})
@@ -86,13 +88,14 @@ class Config:
 
 
 QUICK = {
-    "train_samples": 3000,
+    "train_samples": 2000,
     "epochs": 3,
     "monitor_every": 8,
-    "monitor_samples": 128,
-    "dim": 10,
-    "lanczos_iterations": 20,
-    "budget_s": 20.0,
+    "monitor_samples": 64,
+    "dim": 8,
+    "lanczos_iterations": 12,
+    "budget_s": 10.0,
+    "cnn_channels": (4, 8, 8),
 }
 
 
@@ -102,8 +105,9 @@ def _scaled_model(config: Config, name: str, input_shape, num_classes: int, seed
 
     from goldilocks_zone import models as model_lib
 
+    kwargs = {"channels": tuple(config.cnn_channels)} if name == "small-cnn" else {}
     net = model_lib.create(name, tuple(input_shape), num_classes, activation=config.activation,
-                           bias=False, init=config.init, seed=seed)
+                           bias=False, init=config.init, seed=seed, **kwargs)
     net = net.to(dtype=torch_dtype(config.dtype), device=torch_device(config.device))
     with torch.no_grad():  # the experiment's own freshly built model
         for p in net.parameters():

@@ -17,8 +17,8 @@ drawn once from ``seed``:
   :math:`\|Q_k^\top\nabla L\|^2 / \|\nabla L\|^2` with :math:`Q_k` an orthonormal basis of
   :math:`\mathrm{span}(v_1..v_k)` (and the same for the top K);
 - **outliers** (P2 property 1): how many of :math:`\lambda_1..\lambda_k` are at least
-  :data:`OUTLIER_RATIO` times :math:`\lambda_k`, the smallest computed eigenvalue, which for
-  :math:`k = K + 1` stands for the top of the bulk.
+  :data:`OUTLIER_RATIO` times :math:`|\lambda_k|`, the smallest computed eigenvalue, which for
+  :math:`k = K + 1` stands for the bulk (:func:`count_outliers_above_bulk`).
 
 Rows are plain dicts collected into a tidy table (one row per monitored step). A measurement
 never changes the model's parameters, buffers, ``requires_grad``, ``.grad``, train/eval
@@ -78,8 +78,8 @@ DEFAULT_LANCZOS_TOL = 1e-3
 DEFAULT_BUDGET_S = 30.0
 #: Consecutive skipped measurements after which the next due one is tried again.
 DEFAULT_RETRY_AFTER = 10
-#: λ_i counts as an outlier when λ_i ≥ OUTLIER_RATIO × λ_k (λ_k: smallest computed, the bulk's
-#: top for k = K + 1). 2 separates P2's class outliers from the bulk edge after a little
+#: λ_i counts as an outlier when λ_i ≥ OUTLIER_RATIO × |λ_k| (λ_k: smallest computed, the
+#: bulk's top for k = K + 1). 2 separates P2's class outliers from the bulk edge after a little
 #: training while the bulk's own top eigenvalues (a few percent apart) never pass it.
 OUTLIER_RATIO = 2.0
 
@@ -190,12 +190,14 @@ def _top_fraction(vectors: Tensor, gradient: Tensor) -> float:
 
 
 def count_outliers_above_bulk(eigenvalues: Tensor, ratio: float = OUTLIER_RATIO) -> int:
-    r"""Number of eigenvalues :math:`\lambda_i \ge` ``ratio`` :math:`\cdot\lambda_{\min}` where
-    :math:`\lambda_{\min}` is the smallest of the given top eigenvalues (the bulk reference);
-    0 when that reference is not positive or not finite."""
+    r"""Number of eigenvalues :math:`\lambda_i \ge` ``ratio`` :math:`\cdot|\lambda_{\min}|`
+    where :math:`\lambda_{\min}` is the smallest of the given top eigenvalues: the top of the
+    bulk, or, when it is negative (a bulk spread around 0 on few samples), minus its lower
+    part, so :math:`|\lambda_{\min}|` estimates the bulk's half-width either way. 0 when that
+    reference is 0 or not finite."""
     ev = eigenvalues.to(torch.float64)
-    ref = float(ev.min())
-    if not math.isfinite(ref) or ref <= 0:
+    ref = abs(float(ev.min()))
+    if not math.isfinite(ref) or ref == 0:
         return 0
     return int((ev >= ratio * ref).sum())
 
