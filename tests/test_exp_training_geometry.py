@@ -61,7 +61,7 @@ def test_tiny_run_table_checks_and_figure(tmp_path):
 def _row(step, epoch, **values):
     base = dict(model="m", scale=1.0, seed=0, step=step, epoch=epoch, status="measured",
                 num_classes=10, num_outliers=9, gradient_top_k_fraction=0.8,
-                eigenvalue_1=1.0, positive_curvature=2.0, accuracy=0.5)
+                eigenvalue_1=1.0, positive_curvature=2.0, accuracy=0.5, grad_norm=1.0)
     base.update(values)
     return base
 

@@ -15,7 +15,8 @@ scale with the largest κ at initialisation, the "in-zone" run):
 1. **outliers**: median ``num_outliers`` after the first epoch in ``[K/2, K]``;
 2. **gradient confinement**: median ``gradient_top_k_fraction`` after the first epoch ≥ 0.5;
 3. **rise then fall** of the top eigenvalue :math:`\lambda_1`: in at least one run of the
-   model, :math:`\lambda_1` peaks after the first measurement and ends ≤ 0.9 × the peak;
+   model whose last measurement is complete, :math:`\lambda_1` peaks after the first
+   measurement and ends ≤ 0.9 × the peak;
 4. **the zone**: the scale with the best held-aside accuracy after the first epoch lies in the
    zone of κ at initialisation (:func:`~goldilocks_zone.theory.zone.find_zone` over scales).
 """
@@ -230,7 +231,12 @@ def checks(table: pd.DataFrame) -> pd.DataFrame:
         confinement = float(post["gradient_top_k_fraction"].median()) if len(post) else math.nan
         rise_fall = []
         for scale, run_rows in rows_m.groupby("scale"):
-            lam = run_rows.sort_values("step")["eigenvalue_1"].to_numpy(dtype=float)
+            run_rows = run_rows.sort_values("step")
+            last = run_rows.iloc[-1]
+            if last["status"] != "measured" or not float(last["grad_norm"]) > 0 or not float(
+                    last["eigenvalue_1"]) > 0:
+                continue  # a diverged, dead (zero-logit) or unfinished run falls for no reason
+            lam = run_rows["eigenvalue_1"].to_numpy(dtype=float)
             lam = lam[np.isfinite(lam)]
             if len(lam) >= 3:
                 peak = int(np.argmax(lam))
