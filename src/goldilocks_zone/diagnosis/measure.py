@@ -157,6 +157,12 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     clamped to ``[MIN_SAMPLES, MAX_SAMPLES]``, and d fills the budget within
     ``[MIN_DIM, MAX_DIM]``. A ``dim`` or ``num_samples`` given by the user is kept.
     """
+    passes = grid_size * num_models
+    if num_samples is not None and dim is not None:
+        return Budget(num_samples=num_samples, dim=dim, seconds_per_column_sample=float("nan"),
+                      predicted_seconds=float("nan"),
+                      note=f"as given: N = {num_samples} samples, d = {dim}, {num_bases} bases "
+                      f"({passes} passes)")
     probe_d = dim if dim is not None else MIN_DIM
     basis = basis_for(probe_d)
     cols = num_bases * probe_d
@@ -172,16 +178,13 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     t1, t2 = timed(n1), timed(n2)
     v = max((t2 - t1) / max(n2 - n1, 1), 1e-3 * t2 / n2) / cols
     u = max(t1 / cols - v * n1, 0.0)
-    passes = grid_size * num_models
     cap_n = min(MAX_SAMPLES, available)
     floor_n = min(MIN_SAMPLES, cap_n)
 
     def dim_for(n: float) -> int:
         return int(seconds / (passes * num_bases * (u + v * n)))
 
-    if num_samples is not None and dim is not None:
-        n, d, why = num_samples, dim, "as given"
-    elif num_samples is not None:
+    if num_samples is not None:
         n, why = num_samples, "d chosen for the time budget"
         d = min(MAX_DIM, max(MIN_DIM, dim_for(n)))
     elif dim is not None:
