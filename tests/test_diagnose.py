@@ -1,22 +1,21 @@
-"""goldilocks_zone.diagnose (module goldilocks_zone.diagnosis) and ``goldilocks diagnose``."""
+"""goldilocks_zone.diagnose: measurement, intervals, verdicts, inputs, seeding (tiny problems)."""
 
 from __future__ import annotations
 
-import json
-import math
-import textwrap
-
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 import goldilocks_zone
 from goldilocks_zone import data, models
-from goldilocks_zone.cli import main as cli
-from goldilocks_zone.diagnosis import Diagnosis, diagnose, load_model
+from goldilocks_zone.diagnosis import diagnose, first_samples
+from goldilocks_zone.diagnosis.inputs import scaled_parameter_names
+from goldilocks_zone.diagnosis.verdict import confidence_interval, decide
 
-TEMPS = tuple(10.0 ** e for e in range(-6, 7))
-SCALES = tuple(10.0 ** (e / 2) for e in range(-4, 5))
+GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+TINY = {"dim": 6, "num_samples": 64, "num_bases": 3, "grid": (0.1, 1.0, 10.0)}
 
 
 @pytest.fixture(scope="module")
@@ -24,114 +23,170 @@ def circles():
     return data.load("circles", num_samples=400, seed=0)
 
 
-def _demo(seed: int = 0, **kwargs) -> torch.nn.Module:
-    return models.create("demo", (2,), 3, seed=seed, **kwargs).double()
+def _demo(seed: int = 0, factor: float = 1.0, **kwargs) -> nn.Module:
+    model = models.create("demo", (2,), 3, seed=seed, **kwargs).double()
+    with torch.no_grad():  # our own instance
+        for p in model.parameters():
+            p.mul_(factor)
+    return model
 
 
-def test_demo_model_peaks_inside_the_zone(circles):
-    model = _demo()
+def test_saturated_init_is_above_with_advice_to_scale_down(circles):
+    model = _demo(factor=100.0)
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    flags = [p.requires_grad for p in model.parameters()]
-    result = goldilocks_zone.diagnose(model, circles, dim=20, temperatures=TEMPS,
-                                      scales=SCALES)
-    assert isinstance(result, Diagnosis)
-    # the model is left exactly as it came
+    result = goldilocks_zone.diagnose(model, circles, dim=12, num_samples=128, num_bases=4,
+                                      grid=GRID)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert [p.requires_grad for p in model.parameters()] == flags and model.training
-    # a clear peak of kappa inside, ~0 at both ends of the temperature axis
-    ts = result.temperature_sweep.set_index("temperature")["positive_curvature"]
-    assert result.best_temperature_kappa > 1.0
-    assert ts.iloc[0] < 0.35 * result.best_temperature_kappa
-    assert ts.iloc[-1] < 0.35 * result.best_temperature_kappa
-    lo, hi = result.zone_temperatures
-    assert lo <= result.best_temperature <= hi and lo > TEMPS[0] and hi < TEMPS[-1]
-    assert result.verdict == "inside" and result.fundamental_condition
-    # homogeneous (L = 3): the scale axis is the temperature axis, T = alpha^-L, exactly
-    assert result.homogeneous and result.degree == 3
-    ss = result.scale_sweep.set_index("scale")["positive_curvature"]
-    for alpha in (0.1, 1.0, 10.0):
-        at_t = ts[np.isclose(ts.index, alpha ** -3, rtol=1e-9)]
-        at_s = ss[np.isclose(ss.index, alpha, rtol=1e-9)]
-        assert len(at_t) == len(at_s) == 1
-        assert float(at_s.iloc[0]) == pytest.approx(float(at_t.iloc[0]), abs=1e-8)
-    assert result.best_scale_kappa == pytest.approx(result.best_temperature_kappa, abs=1e-8)
-    # current-point quantities
-    assert result.prior_mismatch == pytest.approx(
-        math.dist(result.class_prior, result.mean_probs))
-    assert result.gradient_norm > 0 and 0 <= result.fraction_positive <= 1
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert result.label == "above" and result.multiplier == pytest.approx(0.1)
+    assert result.zone == (0.01, 0.1)
+    assert "saturated" in result.verdict.reason
+    assert "multiply all initial weights by 0.1" in result.verdict.advice
+    assert "dividing the logits by 1e+03" in result.verdict.advice  # L = 3: 0.1^-3
     text = result.report()
-    for needle in ("positive curvature kappa", "||G_R||_2", "prior mismatch", "T* =",
-                   "alpha* =", "Verdict: inside"):
-        assert needle in text
+    assert text.index("Verdict: ABOVE") < text.index("Numbers") < text.index("Glossary")
+    assert set(result.table.columns) >= {"init", "basis", "scale", "positive_curvature",
+                                         "fraction_positive", "g_spectral_norm"}
+    assert len(result.table) == 4 * len(GRID)
 
 
-def test_small_init_is_diagnosed_below_the_zone(circles, tmp_path):
+def _table(kappa: np.ndarray, xs=GRID, axis: str = "scale") -> pd.DataFrame:
+    """A synthetic tidy table: kappa[r, j] for replicate r at xs[j]."""
+    rows = [{"init": 0, "basis": r, axis: x, "positive_curvature": kappa[r, j],
+             "fraction_positive": 0.5, "g_spectral_norm": 1.0, "h_spectral_norm": 1.0,
+             "loss": 1.0, "accuracy": 0.5, "prior_mismatch": 0.0}
+            for r in range(kappa.shape[0]) for j, x in enumerate(xs)]
+    return pd.DataFrame(rows)
+
+
+def _decide(kappa, axis="scale", top=0.5):
+    return decide(_table(np.asarray(kappa, float), axis=axis), axis, zone_fraction=0.5,
+                  top_probability=top, loss=1.0, num_classes=3, g_norm=1.0, h_norm=1.0,
+                  homogeneous=True, degree=2, scaled_what="all initial weights",
+                  rerun_hint="run with --dim 20")
+
+
+def test_verdicts_from_intervals():
+    noise = np.array([[0.01], [-0.01], [0.02], [-0.02]])
+    # peak at alpha = 1: inside
+    assert _decide(np.array([0.0, 0.5, 2.0, 0.5, 0.0]) + noise).label == "in the zone"
+    # peak at alpha = 10, kappa(1) clearly below half of it: below (weights too small)
+    v = _decide(np.array([0.0, 0.0, 0.2, 2.0, 0.3]) + noise)
+    assert v.label == "below" and v.multiplier == 10.0 and "multiply all" in v.advice
+    # the same curve along the temperature axis: T must grow, the logits shrink -> above
+    v = _decide(np.array([0.0, 0.0, 0.2, 2.0, 0.3]) + noise, axis="temperature", top=0.99)
+    assert v.label == "above" and "divide the logits by 10" in v.advice
+    assert "saturated" in v.reason
+    # kappa(1) at the zone's edge within noise: borderline, with what to rerun
+    edge = np.array([[0, 0, 1.3, 2, 0], [0, 0, 0.7, 2, 0], [0, 0, 1.2, 2, 0],
+                     [0, 0, 0.8, 2, 0]], float)
+    v = _decide(edge)
+    assert v.label == "borderline" and v.margin.lo < 0 < v.margin.hi
+    assert "can't tell at this budget" in v.advice and "--dim 20" in v.advice
+    # no positive peak at all: borderline, never a false "below"/"above"
+    assert _decide(np.zeros((4, 5)) + noise).label == "borderline"
+
+
+def test_confidence_interval_is_t_based():
+    ci = confidence_interval([1.0, 2.0, 3.0])
+    assert ci.mean == 2.0 and ci.half_width == pytest.approx(4.302653 * 1.0 / np.sqrt(3),
+                                                             rel=1e-5)
+    assert np.isnan(confidence_interval([1.0]).half_width)
+
+
+def test_same_seed_same_numbers_and_factory_inits(circles):
+    def factory():
+        return nn.Sequential(nn.Linear(2, 16, bias=False), nn.ReLU(),
+                             nn.Linear(16, 3, bias=False)).double()
+
+    state = torch.get_rng_state()
+    a = diagnose(factory, circles, seed=3, num_inits=2, **TINY)
+    b = diagnose(factory, circles, seed=3, num_inits=2, **TINY)
+    c = diagnose(factory, circles, seed=4, num_inits=2, **TINY)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert a.num_inits == 2 and set(a.table["init"]) == {0, 1}
+    assert not np.allclose(a.table["positive_curvature"], c.table["positive_curvature"])
+    # the two inits differ (the factory is seeded with seed + i)
+    k = a.table.set_index(["init", "basis", "scale"])["positive_curvature"]
+    assert not np.allclose(k.loc[0].to_numpy(), k.loc[1].to_numpy())
+
+
+def test_dataloader_dataset_and_tensors_give_the_same_numbers():
+    ds = data.load("circles", num_samples=48, seed=1)
+    x, y = ds.inputs.double(), ds.targets
     model = _demo()
-    with torch.no_grad():  # our own instance: shrink the weights far below the zone
-        for p in model.parameters():
-            p.mul_(0.05)
-    result = diagnose(model, circles, dim=20, temperatures=TEMPS, scan_scales=False)
-    assert result.scale_sweep is None
-    assert result.verdict == "below" and result.best_temperature < 1.0
-    assert result.positive_curvature < 0.5 * result.best_temperature_kappa
-    # the advice translates T* into the weight scale that undoes the shrinking (~20)
-    alpha_star = result.best_temperature ** (-1 / 3)
-    assert 3 < alpha_star < 100 and f"{alpha_star:.3g}" in result.advice
-    paths = result.plot(tmp_path / "below.png")
-    assert all(p.exists() and p.stat().st_size > 5_000 for p in paths)
-    json.dumps(result.to_dict(), default=str)
+    options = dict(dim=4, num_samples=48, num_bases=2, grid=(0.1, 1.0, 10.0))
+    ref = diagnose(model, (x, y), **options).table
+    tensor_ds = torch.utils.data.TensorDataset(x, y)
+    loader = torch.utils.data.DataLoader(tensor_ds, batch_size=10, shuffle=False)
+    pd.testing.assert_frame_equal(diagnose(model, loader, **options).table, ref)
+    pd.testing.assert_frame_equal(diagnose(model, tensor_ds, **options).table, ref)
 
 
-def test_non_homogeneous_model_scans_temperature_only(circles):
-    model = _demo(activation="tanh")
-    result = diagnose(model, circles, dim=10, temperatures=(0.01, 1.0, 100.0))
-    assert not result.homogeneous and result.scale_sweep is None
-    assert "tanh" in result.homogeneity_reason.lower() or "Tanh" in result.homogeneity_reason
-    assert len(result.temperature_sweep) == 3
+def test_first_samples_formats():
+    x, y = torch.randn(30, 2), torch.arange(30) % 3
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 30
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    xs, ys = first_samples(Items(), 10, seed=0)
+    xt, yt = first_samples((x, y), 10, seed=0)  # the same seeded draw of indices
+    assert torch.equal(xs, xt) and torch.equal(ys, yt)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    xl, yl = first_samples(loader, 10)
+    assert torch.equal(xl, x[:10]) and torch.equal(yl, y[:10])
+    xd, yd = first_samples([{"x": x, "labels": y}], 5)  # HuggingFace-style dict batches
+    assert torch.equal(xd["x"], x[:5]) and torch.equal(yd, y[:5])
+    with pytest.raises(TypeError, match="Dataset"):
+        first_samples([1, 2, 3, 4, 5][0], 5)
+    with pytest.raises(ValueError, match="num_samples"):
+        first_samples((x, y), -5)
 
 
-def test_bad_inputs(circles):
-    with pytest.raises(TypeError, match="inputs"):
-        diagnose(_demo(), [1, 2, 3])
+def test_frozen_parameters_are_excluded(circles):
+    model = _demo()
+    model[1].weight.requires_grad_(False)
+    frozen = model[1].weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    only = diagnose(model, circles, **TINY)
+    everything = diagnose(model, circles, trainable_only=False, **TINY)
+    assert only.num_measured == total - frozen and everything.num_measured == total
+    assert not model[1].weight.requires_grad  # flags left as they were
+    assert not np.allclose(only.table["positive_curvature"],
+                           everything.table["positive_curvature"])
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        diagnose(model, circles, **TINY)
+
+
+def test_non_homogeneous_scales_weights_only_and_train_mode(circles):
+    model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.Tanh(),
+                          nn.Linear(8, 3)).double()
+    names = scaled_parameter_names(model, homogeneous=False)
+    assert names == ["0.weight", "3.weight"]
+    model.eval()
+    result = diagnose(model, circles, train_mode=True, **TINY)
+    assert not model.training and result.train_mode and not result.homogeneous
+    assert "not biases or normalisation parameters" in result.scaled_what
+    assert "unchanged" in result.axis_meaning
+
+
+def test_bad_arguments_fail_before_measuring(circles):
+    with pytest.raises(ValueError, match="num_samples"):
+        diagnose(_demo(), circles, num_samples=-5)
     with pytest.raises(ValueError, match="dim"):
-        diagnose(_demo(), circles, dim=10_000)
-    with pytest.raises(ValueError, match="unknown model"):
-        load_model("no-such-model", (2,), 3)
-
-
-def test_cli_with_registry_model_and_factory(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "diag"
-    code = cli(["diagnose", "--model", "demo", "--dataset", "circles", "--num-samples", "300",
-                "--dim", "10", "--temperatures", "0.01,1,100", "--scales", "0.3,1,3",
-                "--out", str(out)])
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "Verdict:" in printed and "figure:" in printed
-    for name in ("report.txt", "diagnosis.json", "temperature_sweep.csv", "scale_sweep.csv",
-                 "diagnosis.png", "diagnosis.pdf"):
-        assert (out / name).exists(), name
-    saved = json.loads((out / "diagnosis.json").read_text())
-    assert saved["dim"] == 10 and len(saved["temperature_sweep"]) == 3
-
-    # a user's factory: package.module:factory, called with in_shape / num_classes
-    (tmp_path / "user_models.py").write_text(textwrap.dedent("""
-        import torch.nn as nn
-
-        def build(in_shape, num_classes):
-            return nn.Sequential(nn.Linear(in_shape[0], 16), nn.ReLU(),
-                                 nn.Linear(16, num_classes))
-
-        def fixed():
-            return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    model = load_model("user_models:build", (2,), 3)
-    assert model[0].in_features == 2 and model[2].out_features == 3
-    assert isinstance(load_model("user_models:fixed", (2,), 3), torch.nn.Sequential)
-    code = cli(["diagnose", "--model", "user_models:build", "--dataset", "circles",
-                "--num-samples", "200", "--dim", "5", "--temperatures", "0.1,1,10"])
-    assert code == 0
-    assert "homogeneous: no" in capsys.readouterr().out  # biases
-    with pytest.raises(SystemExit, match="no attribute"):
-        cli(["diagnose", "--model", "user_models:missing", "--dataset", "circles"])
+        diagnose(_demo(), circles, dim=0)
+    with pytest.raises(ValueError, match="grid"):
+        diagnose(_demo(), circles, grid=(1.0, -2.0, 3.0))
+    with pytest.raises(ValueError, match="num_inits"):
+        diagnose(_demo(), circles, num_inits=3)
+    with pytest.raises(ValueError, match="replicates"):
+        diagnose(_demo(), circles, num_bases=1)
+    with pytest.raises(TypeError, match="Dataset"):
+        diagnose(_demo(), 42, **TINY)

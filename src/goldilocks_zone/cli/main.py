@@ -173,8 +173,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from goldilocks_zone.sweep.runner import MANIFEST, replot
 
     manifest = Path(args.dir) / MANIFEST
+    kind = json.loads(manifest.read_text()).get("kind") if manifest.exists() else None
     try:
-        if manifest.exists() and json.loads(manifest.read_text()).get("kind") == "sweep":
+        if kind == "diagnosis":
+            from goldilocks_zone.diagnosis.folder import redraw
+            from goldilocks_zone.sweep.store import write_figures
+
+            paths, _ = write_figures(Path(args.dir),
+                                     lambda fig_dir: (redraw(args.dir, fig_dir), []))
+        elif kind == "sweep":
             from goldilocks_zone.sweep.collect import collect
 
             collect(args.dir)  # a sweep folder: merge its points and redraw per group
@@ -210,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "run":
         return _cmd_run(argv[1:])
     if argv and argv[0] == "diagnose":
-        from goldilocks_zone.diagnosis import cli_main
+        from goldilocks_zone.cli.diagnose import main as diagnose_main
 
-        return cli_main(argv[1:])
+        return diagnose_main(argv[1:])
     if argv and argv[0] in ("sweep", "collect"):
         from goldilocks_zone.cli import sweep as sweep_cli
 

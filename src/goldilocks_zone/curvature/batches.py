@@ -24,7 +24,7 @@ on two samples): errors are ``ValueError``/``TypeError`` naming the problem and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -43,7 +43,8 @@ LABEL_KEY = "labels"
 
 Batch = tuple[Inputs, Tensor]
 
-__all__ = ["LABEL_KEY", "BatchStatistics", "chunks", "num_samples_of", "take_samples"]
+__all__ = ["LABEL_KEY", "BatchStatistics", "chunks", "map_inputs", "num_samples_of",
+           "take_samples"]
 
 
 # ----------------------------------------------------------------------------- formats
@@ -124,12 +125,18 @@ def _source_batches(data: Any, size: int) -> Iterator[Batch]:
         yield _split(batch)
 
 
-def _slice(inputs: Inputs, sl: slice) -> Inputs:
+def map_inputs(fn: Callable[[Tensor], Tensor], inputs: Inputs) -> Inputs:
+    """Apply ``fn`` to every tensor of ``inputs`` (a tensor, a tuple or a dict of tensors),
+    keeping the structure: e.g. a slice, an index or a dtype/device cast of a batch."""
     if isinstance(inputs, Mapping):
-        return {k: v[sl] for k, v in inputs.items()}
-    if isinstance(inputs, tuple):
-        return tuple(t[sl] for t in inputs)
-    return inputs[sl]
+        return {k: fn(v) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return tuple(fn(t) for t in inputs)
+    return fn(inputs)
+
+
+def _slice(inputs: Inputs, sl: slice) -> Inputs:
+    return map_inputs(lambda t: t[sl], inputs)
 
 
 def _concat(parts: list[Inputs]) -> Inputs:

@@ -9,7 +9,7 @@ temperature identity).
 from goldilocks_zone.models.architectures import ACTIVATIONS
 from goldilocks_zone.models.homogeneity import Homogeneity, homogeneity
 from goldilocks_zone.models.init import INIT_SCHEMES, weight_std
-from goldilocks_zone.models.registry import create, names, register
+from goldilocks_zone.models.registry import create, load_model, names, register, resolve_factory
 
-__all__ = ["ACTIVATIONS", "INIT_SCHEMES", "Homogeneity", "create", "homogeneity", "names",
-           "register", "weight_std"]
+__all__ = ["ACTIVATIONS", "INIT_SCHEMES", "Homogeneity", "create", "homogeneity", "load_model",
+           "names", "register", "resolve_factory", "weight_std"]

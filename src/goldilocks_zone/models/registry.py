@@ -1,8 +1,13 @@
-"""The model registry: ``create(name, in_shape, num_classes, ...)`` and ``names()``."""
+"""The model registry: ``create(name, in_shape, num_classes, ...)`` and ``names()``.
+
+``create`` also builds a user's model from a ``"package.module:factory"`` spec (see
+:func:`create`); ``load_model`` is the command line's name for it.
+"""
 
 from __future__ import annotations
 
 import inspect
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,33 +64,63 @@ def _normalise_shape(in_shape) -> tuple[int, ...]:
 
 
 def create(name: str, in_shape: tuple[int, ...] | int, num_classes: int, *,
-           activation: str = "relu", bias: bool = False, init: str = "kaiming",
+           activation: str | None = None, bias: bool | None = None, init: str | None = None,
            seed: int | None = None, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` for inputs ``(N, *in_shape)`` and ``num_classes``
-    logits, initialised with ``init`` from a private generator seeded by ``seed``.
+    """Build the registered model ``name`` — or a user's ``"package.module:factory"`` — for
+    inputs ``(N, *in_shape)`` and ``num_classes`` logits.
 
     Args:
         name: one of :func:`names` (``demo``, ``lenet-300-100``, ``lenet-5``, ``small-cnn``,
-            ``mlp``).
+            ``mlp``), or ``"package.module:factory"`` (resolved with
+            :func:`pkgutil.resolve_name`; ``factory`` may be a dotted attribute path). A
+            factory is called with ``in_shape=`` (or its synonym ``input_shape=``) and
+            ``num_classes=`` for each of those parameter names it accepts, plus ``**kwargs``,
+            and must return an ``nn.Module``.
         in_shape: shape of one input without the batch dimension: ``(2,)``, ``(784,)``,
             ``(1, 28, 28)``, ``(3, 32, 32)``. MLPs flatten internally, so image shapes are fine.
         num_classes: K, the number of logits.
-        activation: ``relu``, ``leaky-relu``, ``tanh``, ``sigmoid`` or ``identity``.
-        bias: give weight layers biases (initialised to zero). P1's models have none.
-        init: ``kaiming`` (N(0, 2/fan_in), P1), ``xavier`` (N(0, 2/(fan_in+fan_out)), P3),
-            ``kaiming-uniform`` or ``xavier-uniform`` (same variances).
-        seed: fixes the initial weights. Building never advances torch's global random state,
-            except that ``seed=None`` draws one seed from it (so ``torch.manual_seed`` works).
+        activation: ``relu`` (default), ``leaky-relu``, ``tanh``, ``sigmoid`` or ``identity``
+            (registry models only; with a factory only the defaults are accepted, likewise
+            for ``bias`` and ``init``).
+        bias: give weight layers biases (initialised to zero; default False, as in P1's
+            models). Registry models only.
+        init: ``kaiming`` (default; N(0, 2/fan_in), P1), ``xavier`` (N(0, 2/(fan_in+fan_out)),
+            P3), ``kaiming-uniform`` or ``xavier-uniform`` (same variances). Registry models
+            only.
+        seed: fixes the initial weights. Registry models draw from a private generator; a
+            factory is called under ``torch.manual_seed(seed)`` inside
+            :func:`torch.random.fork_rng`, so the same seed gives the same factory model and
+            the caller's global random state is left as it was. ``seed=None``: registry models
+            draw one seed from the global state; factories use the global state as it is.
         **kwargs: architecture options (``widths=`` for ``mlp``, ``channels=`` for
-            ``small-cnn``).
+            ``small-cnn``), or extra keyword arguments of a factory.
 
     Returns:
-        a plain float32 ``nn.Sequential`` on the CPU (call ``.to(dtype)`` as needed).
+        registry models: a plain float32 ``nn.Sequential`` on the CPU (call ``.to(dtype)`` as
+        needed); factories: whatever module the factory returns.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones), a spec that cannot be
+            imported, or registry-only options given with a factory.
     """
+    if isinstance(name, str) and ":" in name:
+        # the registry defaults (which callers such as experiment configs pass explicitly)
+        # are harmless; anything else would be silently ignored, so it is refused
+        given = [k for k, v, default in (("activation", activation, "relu"),
+                                         ("bias", bias, False), ("init", init, "kaiming"))
+                 if v is not None and v != default]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to registry models only; a factory "
+                             f"({name!r}) builds its model itself (leave them at their "
+                             "defaults)")
+        return _from_factory(name, in_shape, num_classes, seed=seed, **kwargs)
     try:
         spec = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}") from None
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(names())}, or "
+                         "package.module:factory") from None
+    activation = "relu" if activation is None else activation
+    init = "kaiming" if init is None else init
     if init not in INIT_SCHEMES:
         raise ValueError(f"unknown init {init!r}; known: {', '.join(INIT_SCHEMES)}")
     if int(num_classes) < 1:
@@ -103,3 +138,56 @@ def create(name: str, in_shape: tuple[int, ...] | int, num_classes: int, *,
                            **kwargs)
     model = model.to_empty(device="cpu").to(torch.get_default_dtype())
     return initialise(model, init, generator)
+
+
+def resolve_factory(spec: str) -> Callable[..., nn.Module]:
+    """The callable named by ``"package.module:factory"`` (imported, not called).
+
+    Raises ValueError naming the spec when it cannot be imported or is not callable.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"model {spec!r}: expected package.module:factory")
+    try:
+        factory = pkgutil.resolve_name(spec)
+    except ImportError as exc:
+        raise ValueError(f"model {spec!r}: cannot import {module_name!r} ({exc})") from None
+    except (AttributeError, ValueError):
+        raise ValueError(f"model {spec!r}: {module_name!r} has no attribute {attr!r}") from None
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {attr!r} is not callable")
+    return factory
+
+
+def _from_factory(spec: str, in_shape, num_classes: int, *, seed: int | None,
+                  **kwargs) -> nn.Module:
+    factory = resolve_factory(spec)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    call_kwargs = dict(kwargs)
+    if "in_shape" in params:
+        call_kwargs["in_shape"] = _normalise_shape(in_shape)
+    elif "input_shape" in params:
+        call_kwargs["input_shape"] = _normalise_shape(in_shape)
+    if "num_classes" in params:
+        call_kwargs["num_classes"] = int(num_classes)
+    if seed is None:
+        model = factory(**call_kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = factory(**call_kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model {spec!r}: the factory returned {type(model).__name__}, not a "
+                         "torch.nn.Module")
+    return model
+
+
+def load_model(spec: str, in_shape: tuple[int, ...] | int, num_classes: int, *,
+               activation: str | None = None, init: str | None = None,
+               seed: int | None = 0, **kwargs) -> nn.Module:
+    """The command line's entry point: :func:`create` with ``seed=0`` by default."""
+    return create(spec, in_shape, num_classes, activation=activation, init=init, seed=seed,
+                  **kwargs)

@@ -1,0 +1,112 @@
+"""The run folder of a diagnosis, laid out like ``goldilocks run``'s::
+
+    DIR/manifest.json          kind "diagnosis", options, provenance, versions, device, timings
+    DIR/results.csv|.parquet   the tidy table (one row per init, basis and axis value)
+    DIR/diagnosis.json         the summary: verdict, zone, intervals, advice
+    DIR/report.txt             the plain-language report
+    DIR/figures/diagnosis.png|.pdf
+
+``goldilocks plot DIR`` redraws the figure from the table and summary (:func:`redraw`). The
+writers are passed in by the caller (the command line uses the run layer's one atomic result
+writer), so this module stays below the sweep layer.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from goldilocks_zone.diagnosis.figure import draw
+from goldilocks_zone.diagnosis.report import Diagnosis
+
+__all__ = ["KIND", "check_out_dir", "is_diagnosis_folder", "redraw", "remove_stale",
+           "write_run_folder"]
+
+KIND = "diagnosis"
+MANIFEST = "manifest.json"
+SUMMARY = "diagnosis.json"
+REPORT = "report.txt"
+TABLE_CSV, TABLE_PARQUET = "results.csv", "results.parquet"
+FIGURE = Path("figures") / "diagnosis.png"
+#: Everything a diagnosis writes (and what older versions wrote): removed before a rerun.
+OWNED = (MANIFEST, SUMMARY, REPORT, TABLE_CSV, TABLE_PARQUET, str(FIGURE),
+         str(FIGURE.with_suffix(".pdf")), "temperature_sweep.csv", "scale_sweep.csv",
+         "diagnosis.png", "diagnosis.pdf")
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """Create ``out`` (with parents) and prove it writable, before any computation.
+
+    Raises ValueError naming the problem: ``out`` is a file, a parent is a file, or the folder
+    cannot be written.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder; choose a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {str(out)!r} is not a writable folder ({exc.strerror or exc})"
+                         ) from None
+    return path
+
+
+def remove_stale(out: Path) -> list[Path]:
+    """Delete the files a previous diagnosis (or run) left in ``out``; returns them."""
+    removed = []
+    for name in OWNED:
+        p = out / name
+        if p.is_file():
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any], *,
+                     write_results: Callable[..., dict[str, Any]],
+                     write_text: Callable[[Path, str], None]) -> list[Path]:
+    """Write summary and report, then table, figure and (last, so that a folder with a
+    manifest is complete) the manifest with ``"kind": "diagnosis"``, through the caller's
+    writers (the command line passes the run layer's one atomic result writer,
+    :func:`goldilocks_zone.sweep.store.write_results`). Returns the figure paths."""
+    summary = result.summary()
+    write_text(out / SUMMARY, json.dumps(summary, indent=2, allow_nan=True))
+    write_text(out / REPORT, result.report() + "\n")
+    written = write_results(out, result.table, {**manifest, "kind": KIND,
+                                                "num_rows": len(result.table)},
+                            draw=lambda fig_dir: (draw(result.table, summary,
+                                                       fig_dir / FIGURE.name), []))
+    return [out / f for f in written["figures"]]
+
+
+def redraw(out: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
+    """Redraw the figure of a diagnosis folder from its table and summary, into ``fig_dir``
+    (default ``out/figures``; the command line draws into a private folder and publishes
+    the files with the run layer's atomic writer)."""
+    out = Path(out)
+    summary_path = out / SUMMARY
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path} not found: {out} is not a folder written by "
+                                "'goldilocks diagnose --out'")
+    summary = json.loads(summary_path.read_text())
+    if (out / TABLE_PARQUET).exists():
+        table = pd.read_parquet(out / TABLE_PARQUET)
+    else:
+        table = pd.read_csv(out / TABLE_CSV)
+    return draw(table, summary, Path(fig_dir) / FIGURE.name if fig_dir else out / FIGURE)
+
+
+def is_diagnosis_folder(out: str | Path) -> bool:
+    p = Path(out) / MANIFEST
+    try:
+        return p.exists() and json.loads(p.read_text()).get("kind") == KIND
+    except (OSError, ValueError):
+        return False
+

@@ -1,0 +1,206 @@
+r"""The measurement: κ, π, ‖G_R‖₂ and ‖H_R‖₂ along one axis, for several bases (and inits).
+
+For every model instance (the user's model, or ``num_inits`` draws of a factory), every grid
+value ``x`` of the axis and every basis ``R_b`` (``num_bases`` independent orthonormal bases
+of dimension ``d``, rows zero outside the measured parameters) the engine computes the
+subspace Hessian :math:`R_b^\top \nabla^2 L\, R_b`. All bases of one model share one engine
+pass: they are concatenated into a ``(D, num_bases·d)`` matrix and the diagonal
+``d × d`` blocks of the result are the per-basis Hessians (the off-diagonal blocks are not
+used). The result is a tidy table, one row per ``(init, basis, x)``.
+
+Axes: ``"scale"`` multiplies the chosen parameters by α (see
+:func:`goldilocks_zone.diagnosis.inputs.scaled_parameter_names`); ``"temperature"`` divides
+the logits by T.
+
+The budget: :func:`choose_budget` times one engine pass on a small probe and picks the number
+of samples ``N`` and the dimension ``d`` so that the whole grid fits a time budget, assuming
+the cost is proportional to ``columns × samples`` (what the engine's batched passes do).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from goldilocks_zone.curvature import random_basis, spectrum_stats, subspace_curvature
+from goldilocks_zone.curvature.batches import map_inputs
+
+__all__ = ["Budget", "DEFAULT_GRIDS", "QUICK_GRIDS", "choose_budget", "embedded_bases",
+           "measure_axis", "top_class_probability"]
+
+#: Default grids: scale 10^-2 .. 10^2 (two points per decade), temperature 10^-4 .. 10^4 (one
+#: per decade). For a homogeneous model of degree L = 2..3, α ∈ [10^-2, 10^2] spans
+#: T = α^-L ∈ [10^-6, 10^6], far beyond where κ falls to 0 on both sides.
+DEFAULT_GRIDS = {"scale": tuple(float(v) for v in np.logspace(-2, 2, 9)),
+                 "temperature": tuple(float(v) for v in np.logspace(-4, 4, 9))}
+#: ``--quick`` grids: one point per decade (scale) / every second decade (temperature).
+QUICK_GRIDS = {"scale": tuple(float(v) for v in np.logspace(-2, 2, 5)),
+               "temperature": tuple(float(v) for v in np.logspace(-4, 4, 5))}
+#: Bounds of the adaptive choice: fewer samples than this make κ noisy, more than MAX_SAMPLES
+#: rarely change it; below MIN_DIM the spread between bases dominates.
+MIN_SAMPLES, MAX_SAMPLES = 128, 2000
+MIN_DIM, DEFAULT_DIM, MAX_DIM = 4, 16, 48
+#: Samples of the timing probe.
+PROBE_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the timing probe chose: ``num_samples`` N and ``dim`` d, with the measured cost
+    per (basis column × sample) and the predicted time of the whole grid."""
+
+    num_samples: int
+    dim: int
+    seconds_per_column_sample: float
+    predicted_seconds: float
+    note: str
+
+
+def embedded_bases(num_params: int, rows: Tensor, dim: int, num_bases: int, seed: int, *,
+                   dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``num_bases`` independent orthonormal ``(len(rows), dim)`` bases (seeds ``seed·1000 +
+    b``), embedded into ``(num_params, num_bases·dim)`` with zeros outside ``rows`` (the
+    flat indices of the measured parameters)."""
+    out = torch.zeros(num_params, num_bases * dim, dtype=dtype, device=device)
+    for b in range(num_bases):
+        r = random_basis(rows.numel(), dim, seed=seed * 1000 + b, dtype=dtype, device=device)
+        out[rows.to(device), b * dim:(b + 1) * dim] = r
+    return out
+
+
+def _scaled(params: dict[str, Tensor], names: Sequence[str], alpha: float
+            ) -> dict[str, Tensor]:
+    chosen = set(names)
+    return {n: p * alpha if n in chosen else p for n, p in params.items()}
+
+
+def _one_pass(model: nn.Module, pair: tuple[Tensor, Tensor], basis: Tensor, axis: str,
+              x: float, scaled_names: Sequence[str], *, train_mode: bool,
+              batch_size: int | None):
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    if axis == "scale":
+        return subspace_curvature(model, pair, basis, params=_scaled(params, scaled_names, x),
+                                  batch_size=batch_size, train_mode=train_mode,
+                                  trainable_only=False)
+    return subspace_curvature(model, pair, basis, temperature=x, batch_size=batch_size,
+                              train_mode=train_mode, trainable_only=False)
+
+
+def measure_axis(models: Sequence[nn.Module], pair: tuple[Tensor, Tensor],
+                 bases: Sequence[Tensor], axis: str, grid: Sequence[float],
+                 scaled_names: Sequence[Sequence[str]], *, dim: int, train_mode: bool = False,
+                 batch_size: int | None = None,
+                 on_step: Callable[[], None] | None = None) -> pd.DataFrame:
+    """The tidy table: columns ``init``, ``basis``, ``<axis>``, ``positive_curvature``,
+    ``fraction_positive``, ``g_spectral_norm``, ``h_spectral_norm``, ``loss``,
+    ``accuracy``, ``prior_mismatch``; one engine pass per (model, grid value)."""
+    rows = []
+    for i, (model, basis, names) in enumerate(zip(models, bases, scaled_names, strict=True)):
+        num_bases = basis.shape[1] // dim
+        for x in grid:
+            sc = _one_pass(model, pair, basis, axis, float(x), names, train_mode=train_mode,
+                           batch_size=batch_size)
+            mismatch = float((sc.class_prior - sc.mean_probs).norm())
+            for b in range(num_bases):
+                block = slice(b * dim, (b + 1) * dim)
+                h = spectrum_stats(sc.hessian[block, block])
+                g = spectrum_stats(sc.g_term[block, block])
+                hh = spectrum_stats(sc.h_term[block, block])
+                rows.append({"init": i, "basis": b, axis: float(x),
+                             "positive_curvature": h.positive_curvature,
+                             "fraction_positive": h.fraction_positive,
+                             "g_spectral_norm": g.spectral_norm,
+                             "h_spectral_norm": hh.spectral_norm,
+                             "loss": sc.loss, "accuracy": sc.accuracy,
+                             "prior_mismatch": mismatch})
+            if on_step is not None:
+                on_step()
+    return pd.DataFrame(rows)
+
+
+def top_class_probability(model: nn.Module, pair: tuple[Tensor, Tensor], *,
+                          train_mode: bool = False, batch_size: int | None = None) -> float:
+    """Mean over samples of the largest softmax probability at the current parameters (1/K:
+    uniform outputs; near 1: saturated softmax). The model is evaluated functionally."""
+    from goldilocks_zone.curvature.batches import chunks
+    from goldilocks_zone.curvature.functional import FunctionalModel
+
+    fm = FunctionalModel(model, train_mode=train_mode, trainable_only=False)
+    total, count = 0.0, 0
+    with fm.mode(), torch.no_grad():
+        for x, y in chunks(pair, fm, batch_size, forward_mode=False):
+            probs = torch.softmax(fm.logits(fm.params, x), dim=-1)
+            total += float(probs.max(dim=-1).values.sum())
+            count += y.shape[0]
+    return total / max(count, 1)
+
+
+def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Callable[[int],
+                  Tensor], *, seconds: float, grid_size: int, num_models: int, num_bases: int,
+                  available: int, train_mode: bool = False, batch_size: int | None = None,
+                  dim: int | None = None, num_samples: int | None = None) -> Budget:
+    r"""Time the engine on a small probe and choose N and d so that ``grid_size ·
+    num_models`` passes take about ``seconds``.
+
+    Cost model of one pass with ``c = num_bases · d`` basis columns and ``N`` samples:
+    :math:`t = c\,(u + vN)` — a per-column part ``u`` (projecting D-dimensional gradients on
+    the basis) and a per-column-and-sample part ``v``. Two timed passes (after a warm-up) on
+    ``n_1 = 8`` and ``n_2 = PROBE_SAMPLES`` samples fit ``u`` and ``v``. N is then taken where
+    samples cost twice the fixed part (:math:`vN = 2u`, more samples for little time),
+    clamped to ``[MIN_SAMPLES, MAX_SAMPLES]``, and d fills the budget within
+    ``[MIN_DIM, MAX_DIM]``. A ``dim`` or ``num_samples`` given by the user is kept.
+    """
+    passes = grid_size * num_models
+    if num_samples is not None and dim is not None:
+        return Budget(num_samples=num_samples, dim=dim, seconds_per_column_sample=float("nan"),
+                      predicted_seconds=float("nan"),
+                      note=f"as given: N = {num_samples} samples, d = {dim}, {num_bases} bases "
+                      f"({passes} passes)")
+    probe_d = dim if dim is not None else MIN_DIM
+    basis = basis_for(probe_d)
+    cols = num_bases * probe_d
+    n1, n2 = min(8, available), min(PROBE_SAMPLES, available)
+
+    def timed(n: int) -> float:
+        start = time.perf_counter()
+        subspace_curvature(model, (map_inputs(lambda t: t[:n], pair[0]), pair[1][:n]), basis,
+                           batch_size=batch_size, train_mode=train_mode, trainable_only=False)
+        return time.perf_counter() - start
+
+    timed(min(4, available))  # warm-up: one-off costs of the first call
+    t1, t2 = timed(n1), timed(n2)
+    v = max((t2 - t1) / max(n2 - n1, 1), 1e-3 * t2 / n2) / cols
+    u = max(t1 / cols - v * n1, 0.0)
+    cap_n = min(MAX_SAMPLES, available)
+    floor_n = min(MIN_SAMPLES, cap_n)
+
+    def dim_for(n: float) -> int:
+        return int(seconds / (passes * num_bases * (u + v * n)))
+
+    if num_samples is not None:
+        n, why = num_samples, "d chosen for the time budget"
+        d = min(MAX_DIM, max(MIN_DIM, dim_for(n)))
+    elif dim is not None:
+        d, why = dim, "N chosen for the time budget"
+        afford = (seconds / (passes * num_bases * d) - u) / v
+        n = int(min(cap_n, max(floor_n, afford)))
+    else:
+        why = "N and d chosen for the time budget"
+        n = int(min(cap_n, max(floor_n, 2 * u / v)))
+        d = dim_for(n)
+        while d < MIN_DIM and n > floor_n:  # too slow: fewer samples before fewer directions
+            n = max(floor_n, n // 2)
+            d = dim_for(n)
+        d = min(MAX_DIM, max(MIN_DIM, d))
+    predicted = passes * num_bases * d * (u + v * n)
+    note = (f"{why}: N = {n} samples, d = {d}, {num_bases} bases (timing probe: "
+            f"{u * 1e3:.3g} ms per direction + {v * 1e6:.3g} µs per direction and sample; "
+            f"predicted {predicted:.1f} s for {passes} passes)")
+    return Budget(num_samples=n, dim=d, seconds_per_column_sample=v,
+                  predicted_seconds=predicted, note=note)
