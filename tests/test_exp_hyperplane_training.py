@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import get
+from goldilocks_zone.experiments._shared.architecture import held_out_data
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments.hyperplane_training import (
     Config,
     dimension_needed,
-    held_out_data,
     plot,
     reference_accuracy,
     run,

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from goldilocks_zone.experiments import get
+from goldilocks_zone.experiments._shared.architecture import (
+    build_problem,
+    parameter_radius,
+    parse_architecture,
+)
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments._shared.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     Config,
-    parameter_radius,
-    parse_architecture,
     plot,
     run,
     shell_table,
@@ -72,7 +75,6 @@ def test_table_radii_and_reference_radii(shell):
     assert (table["positive_curvature"].abs() <= np.sqrt(20) + 1e-9).all()
     assert table["fraction_positive"].between(0, 1).all()
     # the radius of the built model is the Xavier radius the table reports
-    from goldilocks_zone.experiments.radius_shell import build_problem
     problem = build_problem(parse_architecture("mlp:32"), dataset="digits", num_samples=300,
                             seed=0, activation="relu")
     assert np.isclose(parameter_radius(problem.model),

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -159,7 +158,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     return table
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -186,9 +185,9 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         ax.set_ylabel(LABELS[y])
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0, -1], label=r"prior mismatch $\|q-\bar p\|_2$")
-    fig.suptitle(f"{len(table)} random inits of {config.get('model')} on "
-                 f"{config.get('dataset')}, $\\alpha$ = {config.get('scale')}, "
-                 f"T = {config.get('temperature')}, d = {config.get('dim')}", fontsize=9)
+    fig.suptitle(f"{len(table)} random inits of {config.model} on "
+                 f"{config.dataset}, $\\alpha$ = {config.scale}, "
+                 f"T = {config.temperature}, d = {config.dim}", fontsize=9)
     return save_figure(fig, fig_dir, "confidence")
 
 

@@ -26,7 +26,6 @@ The prediction uses the subspace dimension ``d`` in Eq. 9 (see :mod:`goldilocks_
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,14 @@ import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
-from goldilocks_zone.experiments.scale_sweep import (
+from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
-    band,
     check_log_range,
-    describe,
     record_problem,
     scale_grid,
     setup,
 )
+from goldilocks_zone.experiments._shared.plotting import band, describe
 
 
 @dataclass
@@ -206,7 +204,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     fig, axes = new_figure(3, 1, width=3.5, height=2.9)

@@ -24,7 +24,6 @@ The table's ``section`` column: ``density`` (one row per grid point, stage and s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +114,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         loss_gradient,
     )
     from goldilocks_zone.curvature.slq import gaussian_density, stochastic_lanczos_quadrature
-    from goldilocks_zone.experiments.logit_clustering import (
+    from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         load_split,
         model_params,
@@ -211,7 +210,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     dens = table[table["section"] == "density"]

@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments.radius_shell import (
+from goldilocks_zone.experiments._shared.architecture import (
     build_problem,
+    held_out_data,
     parameter_radius,
     parse_architecture,
 )
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
 
 SURFACES = ("hyperplane", "sphere")
 
@@ -179,21 +179,6 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     return table
 
 
-def held_out_data(dataset: str, num_samples: int | None, *, like: torch.Tensor,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_samples`` of the data set's *test* split (all with ``None``), seeded, with the
-    dtype and device of ``like``."""
-    from goldilocks_zone import data as data_lib
-
-    ds = data_lib.load(dataset, split="test")
-    n = ds.inputs.shape[0] if num_samples is None else num_samples
-    if n > ds.inputs.shape[0]:
-        raise ValueError(f"num_test={n} but {dataset}/test has {ds.inputs.shape[0]} samples")
-    pick = torch.randperm(ds.inputs.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    return ds.inputs[pick].to(dtype=like.dtype, device=like.device), ds.targets[pick].to(
-        like.device)
-
-
 def reference_accuracy(table: pd.DataFrame) -> float:
     """Held-out accuracy of unconstrained training from the Xavier radius (seed mean)."""
     full = table[table["surface"] == "full"]
@@ -248,13 +233,13 @@ def summarise(table: pd.DataFrame, *, threshold: float, fixed_dim: int) -> dict[
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
-    threshold = float(config.get("threshold", 0.9))
+    threshold = config.threshold
     ref = reference_accuracy(table)
     kinds = [k for k in SURFACES if k in set(table["surface"])]
     scales = sorted(table["scale"].unique())
@@ -282,7 +267,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_dim")
 
-    fixed = int(config.get("fixed_dim", sorted(table["dim"].unique())[0]))
+    fixed = config.fixed_dim
     fig, axes = new_figure(2, 1, width=3.4, height=2.7)
     ax = axes[0, 0]
     markers = {"hyperplane": "o", "sphere": "s"}

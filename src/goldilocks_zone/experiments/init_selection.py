@@ -42,14 +42,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments.hyperplane_training import held_out_data
-from goldilocks_zone.experiments.radius_shell import (
+from goldilocks_zone.experiments._shared.architecture import (
     build_problem,
+    held_out_data,
     parameter_radius,
     parse_architecture,
 )
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
 
 # score column -> True when a *higher* score is predicted to train faster
 SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss": False}
@@ -265,14 +265,14 @@ def summarise(comparison: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
-    speed_step = int(config.get("speed_step", 50))
-    steps = int(config.get("steps", table["step"].max()))
-    top_fraction = float(config.get("top_fraction", 0.2))
+    speed_step = config.speed_step
+    steps = config.steps
+    top_fraction = config.top_fraction
     inits = per_init(table, speed_step=speed_step, steps=steps)
     comparison = compare(table, speed_step=speed_step, top_fraction=top_fraction, steps=steps)
     labels = {"positive_curvature": r"$\kappa$ (positive curvature)",

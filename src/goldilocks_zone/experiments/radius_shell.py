@@ -42,86 +42,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from goldilocks_zone.experiments._shared.architecture import (
+    build_problem,
+    kaiming_radius,
+    parameter_radius,
+    parse_architecture,
+)
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import cpu_threads
 
 # --------------------------------------------------------------------------- architecture specs
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A parsed architecture spec: registry ``model`` name and its keyword options."""
-
-    spec: str
-    model: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_convolutional(self) -> bool:
-        return self.model in ("small-cnn", "lenet-5")
-
-    @property
-    def depth(self) -> int | None:
-        """Number of weight layers of an ``mlp`` spec (None otherwise)."""
-        widths = self.kwargs.get("widths")
-        return None if widths is None else len(widths) + 1
-
-
-def parse_architecture(spec: str) -> Architecture:
-    """``"mlp:100x50"`` -> Architecture("mlp", widths=(100, 50)); any other string is a registry
-    name used as is (checked when the model is built)."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("empty architecture spec")
-    if spec.startswith("mlp"):
-        _, _, rest = spec.partition(":")
-        if spec != "mlp" and not spec.startswith("mlp:"):
-            raise ValueError(f"architecture {spec!r}: write an MLP as 'mlp:W1xW2...' "
-                             f"(e.g. 'mlp:100x100')")
-        try:
-            widths = tuple(int(w) for w in rest.split("x")) if rest else (100, 100)
-        except ValueError:
-            raise ValueError(f"architecture {spec!r}: hidden widths must be integers separated "
-                             f"by 'x', e.g. 'mlp:100x100'") from None
-        if any(w < 1 for w in widths):
-            raise ValueError(f"architecture {spec!r}: widths must be positive")
-        return Architecture(spec, "mlp", {"widths": widths})
-    return Architecture(spec, spec, {})
-
-
-def parameter_radius(model: torch.nn.Module) -> float:
-    """‖θ‖₂ over all parameters (weights and biases)."""
-    return float(torch.linalg.vector_norm(
-        torch.nn.utils.parameters_to_vector(model.parameters()).detach().to(torch.float64)))
-
-
-def build_problem(arch: Architecture, *, dataset: str, num_samples: int | None, seed: int,
-                  activation: str, init: str = "xavier", dtype: str = "float64",
-                  device: str = "cpu", data_seed: int = 0, bias: bool = True):
-    """:func:`~goldilocks_zone.experiments._shared.common.load_problem`
-    for an architecture spec, with
-    a clear error when a convolutional net meets flat inputs."""
-    from goldilocks_zone.experiments._shared.common import load_problem
-
-    try:
-        return load_problem(model=arch.model, dataset=dataset, num_samples=num_samples,
-                            seed=seed, dtype=dtype, device=device, activation=activation,
-                            bias=bias, init=init, data_seed=data_seed,
-                            model_kwargs=arch.kwargs)
-    except ValueError as exc:
-        raise ValueError(f"architecture {arch.spec!r} on dataset {dataset!r}: {exc}") from exc
-
-
-def kaiming_radius(arch: Architecture, problem, *, activation: str, seed: int) -> float:
-    """‖θ‖ of a Kaiming initialisation of the same architecture, same seed (biases included)."""
-    from goldilocks_zone import models
-
-    net = models.create(arch.model, tuple(problem.dataset.input_shape), problem.num_classes,
-                        activation=activation, bias=True, init="kaiming", seed=seed,
-                        **arch.kwargs)
-    return parameter_radius(net)
 
 
 # --------------------------------------------------------------------------- config
@@ -293,7 +224,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure

@@ -29,7 +29,6 @@ The table's ``section`` column: ``training``, ``simplex`` (one row per sample an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,7 @@ def _simplex_rows(logits3: torch.Tensor, labels: torch.Tensor, **keys: Any
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
-    from goldilocks_zone.experiments.logit_clustering import (
+    from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         load_split,
         model_params,
@@ -267,11 +266,11 @@ def _ternary(ax, points: pd.DataFrame, names: list[str], title: str) -> None:
     ax.set_title(title, fontsize=8.5)
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
-    classes = list(config.get("classes", (0, 1, 2)))
+    classes = list(config.classes)
     names = [f"class {c}" for c in classes]
     sx = table[table["section"] == "simplex"]
     if not sx.empty:

@@ -171,7 +171,7 @@ def images_from_table(table: pd.DataFrame, scale: float, seed: int, statistic: s
     return img
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
@@ -200,8 +200,8 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                 if c == 0:
                     ax.set_ylabel("mean over units" if stat == "mean" else "RMS over units",
                                   fontsize=8)
-        fig.suptitle(f"Top Hessian eigenvector, first-layer block: {config.get('model')} on "
-                     f"{config.get('dataset')} (seed {seed})", fontsize=9)
+        fig.suptitle(f"Top Hessian eigenvector, first-layer block: {config.model} on "
+                     f"{config.dataset} (seed {seed})", fontsize=9)
         name = "top_eigenvector" if len(table["seed"].unique()) == 1 else \
             f"top_eigenvector_seed{seed}"
         paths += save_figure(fig, fig_dir, name)

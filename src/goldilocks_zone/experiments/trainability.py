@@ -223,7 +223,7 @@ _LABEL_STYLE = {
 }
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -271,9 +271,9 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
     if norm is not None:
         sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6)
-    fig.suptitle(f"Full-batch GD from scaled inits: {config.get('model')} on "
-                 f"{config.get('dataset')}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
-                 f"$\\eta_0$ = {config.get('base_lr')} (× = diverged)", fontsize=9)
+    fig.suptitle(f"Full-batch GD from scaled inits: {config.model} on "
+                 f"{config.dataset}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
+                 f"$\\eta_0$ = {config.base_lr} (× = diverged)", fontsize=9)
     paths += save_figure(fig, fig_dir, "trainability_curves", tight_layout=False)
 
     final = final_table(table)

@@ -498,7 +498,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------- figures
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
