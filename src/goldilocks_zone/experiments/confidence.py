@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    ModelDataConfig,
+    SamplesConfig,
+)
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -47,12 +53,7 @@ LABELS = {
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=1000, metadata={"help": "training points the loss is averaged over"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
+class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
     scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
@@ -60,13 +61,11 @@ class Config:
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if self.num_inits < 3:
             raise ValueError("num_inits must be >= 3 to compute correlations")
@@ -199,4 +198,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("scale", "temperature", "dim"),
 ))

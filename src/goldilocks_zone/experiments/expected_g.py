@@ -287,4 +287,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("panel", "term", "scale", "dim"),
 ))

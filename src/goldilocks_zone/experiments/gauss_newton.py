@@ -316,4 +316,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("term", "scale", "temperature", "dim"),
 ))

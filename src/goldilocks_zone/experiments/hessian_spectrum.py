@@ -33,19 +33,20 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.config import ModelDataConfig, SamplesConfig, common
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
 
 @dataclass
-class Config:
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
-    model: str = field(default="mlp", metadata={"help": "model registry name"})
+class Config(SamplesConfig, ModelDataConfig):
+    model: str = common("model", "mlp")
+    num_samples: int = common("num_samples", 1000)
+
     widths: tuple[int, ...] = field(default=(32,),
                                     metadata={"help": "hidden widths (mlp only)"})
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
-    num_samples: int = field(default=1000, metadata={"help": "samples the loss averages over"})
     train_samples: int = field(default=5000, metadata={"help": "training set size"})
     train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
@@ -62,6 +63,7 @@ class Config:
     random_dim: int = field(default=1000, metadata={"help": "random model's D"})
 
     def validate(self) -> None:
+        super().validate()
         if self.num_probes < 1 or self.num_steps < 2:
             raise ValueError("num_probes >= 1 and num_steps >= 2 needed")
         if self.top_k < 2:
@@ -293,4 +295,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "source", "stage"),
 ))

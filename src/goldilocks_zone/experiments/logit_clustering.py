@@ -32,6 +32,12 @@ from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_dtype
+from goldilocks_zone.experiments._shared.config import (
+    PrecisionConfig,
+    SamplesConfig,
+    SeedsConfig,
+    common,
+)
 from goldilocks_zone.experiments._shared.functional_training import (
     Params,
     accuracy_and_loss,
@@ -64,7 +70,10 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 
 
 @dataclass
-class Config:
+class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
+    num_samples: int = common("num_samples", 300, "class-balanced samples whose Jacobians are used")
+    dtype: str = common("dtype", "float32")
+
     datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
                                       metadata={"help": "dataset registry names"})
     models: tuple[str, ...] = field(default=("mlp", "small-cnn"),
@@ -73,18 +82,15 @@ class Config:
                                          metadata={"help": "hidden activations"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    num_samples: int = field(default=300,
-                             metadata={"help": "class-balanced samples whose Jacobians are used"})
     train_samples: int = field(default=5000, metadata={"help": "training set size"})
     train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
     batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model/training seeds"})
     chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
+        super().validate()
         for name in ("datasets", "models", "activations", "seeds"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must list at least one entry")
@@ -96,7 +102,6 @@ class Config:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        torch_dtype(self.dtype)
 
 
 QUICK = {"datasets": ("digits", "mnist-5k"), "num_samples": 100, "train_samples": 1000,
@@ -217,4 +222,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("dataset", "model", "activation", "stage"),
 ))

@@ -51,6 +51,13 @@ from goldilocks_zone.experiments._shared.architecture import (
 )
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    SamplesConfig,
+    SeedsConfig,
+    common,
+)
 
 # --------------------------------------------------------------------------- architecture specs
 
@@ -59,34 +66,32 @@ from goldilocks_zone.experiments._shared.common import cpu_threads
 
 
 @dataclass
-class Config:
-    architectures: tuple[str, ...] = field(
+class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
+    num_samples: int = common("num_samples", 1000)
+    seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
+
+    models: tuple[str, ...] = field(
         default=("mlp:100", "mlp:400", "mlp:100x100", "mlp:100x100x100", "small-cnn"),
         metadata={"help": "networks: 'mlp:W1xW2...' (hidden widths) or a registered model name"})
     activations: tuple[str, ...] = field(default=("relu", "tanh"),
                                          metadata={"help": "hidden activations"})
     datasets: tuple[str, ...] = field(default=("mnist-5k", "fashion-mnist", "digits"),
                                       metadata={"help": "real data sets"})
-    num_samples: int = field(default=1000, metadata={"help": "samples the loss is averaged over"})
     radius_lo: float = field(default=-2.0,
                              metadata={"help": "smallest radius, log10(r / r_Xavier)"})
     radius_hi: float = field(default=2.0, metadata={"help": "largest radius, log10(r / r_Xavier)"})
     per_decade: int = field(default=4, metadata={"help": "radius grid points per decade"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
-    basis_kind: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2),
-                                   metadata={"help": "init (and basis) seeds"})
+    basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
     batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
     threads: int = field(default=1, metadata={
         "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
-    dtype: str = "float64"
-    device: str = "cpu"
 
     def validate(self) -> None:
-        if not self.architectures or not self.activations or not self.datasets:
-            raise ValueError("architectures, activations and datasets must be non-empty")
-        for spec in self.architectures:
+        super().validate()
+        if not self.models or not self.activations or not self.datasets:
+            raise ValueError("models, activations and datasets must be non-empty")
+        for spec in self.models:
             parse_architecture(spec)
         if not self.radius_lo < 0.0 < self.radius_hi:
             raise ValueError(f"the radius grid must straddle the Xavier radius: need "
@@ -104,7 +109,7 @@ class Config:
 
 
 QUICK = {
-    "architectures": ("mlp:32", "mlp:32x32", "small-cnn"),
+    "models": ("mlp:32", "mlp:32x32", "small-cnn"),
     "activations": ("relu", "tanh"),
     "datasets": ("digits",),
     "num_samples": 400,
@@ -129,7 +134,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     rel = config.relative_radii
     settings = [(parse_architecture(a), act, ds, seed) for ds in config.datasets
-                for a in config.architectures for act in config.activations
+                for a in config.models for act in config.activations
                 for seed in config.seeds]
     rows: list[dict[str, Any]] = []
     fingerprints: dict[str, Any] = {}
@@ -140,7 +145,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
         fingerprints[ds] = getattr(problem.dataset, "fingerprint", None)
         r_x = parameter_radius(problem.model)
         r_k = kaiming_radius(arch, problem, activation=act, seed=seed)
-        basis = random_basis(problem.num_params, config.dim, kind=config.basis_kind,
+        basis = random_basis(problem.num_params, config.dim, kind=config.basis,
                              seed=10_000 + seed, dtype=problem.inputs.dtype,
                              device=problem.inputs.device)
         for ratio in rel:
@@ -322,4 +327,6 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("architecture", "activation", "dataset", "radius", "scale", "dim"),
+    renamed={"architectures": "models", "basis_kind": "basis"},
 ))

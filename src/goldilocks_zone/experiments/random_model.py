@@ -35,13 +35,16 @@ import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid
+from goldilocks_zone.experiments._shared.config import SamplesConfig, SeedsConfig, common
 
 
 @dataclass
-class Config:
+class Config(SeedsConfig, SamplesConfig):
+    num_samples: int = common("num_samples", 500, "samples N (balanced labels)")
+    seeds: tuple[int, ...] = common("seeds", (0, 1, 2), "simulation seeds")
+
     dim: int = field(default=1000, metadata={"help": "number of parameters D"})
     num_classes: int = field(default=10, metadata={"help": "classes C (= logits K)"})
-    num_samples: int = field(default=500, metadata={"help": "samples N (balanced labels)"})
     sigma_z: float = field(default=1.0, metadata={"help": "logit scale at the reference point"})
     label_margin: float = field(
         default=3.0, metadata={"help": "true-class logit shift in units of sigma_z (0: blind)"})
@@ -50,7 +53,6 @@ class Config:
     sigma_shared: float = field(
         default=0.0, metadata={"help": "logit-specific component shared by all classes"})
     sigma_h: float = field(default=10.0, metadata={"help": "logit-Hessian (GOE) scale"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "simulation seeds"})
     top_k: int = field(default=10, metadata={"help": "eigenvectors for the gradient power"})
     min_gap_ratio: float = field(
         default=1.5, metadata={"help": "relative gap that separates the outlier group"})
@@ -65,6 +67,7 @@ class Config:
         default=0.0, metadata={"help": "sigma_h grows as sigma_z**hessian_growth"})
 
     def validate(self) -> None:
+        super().validate()
         self.params()  # checks the model's parameters
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
@@ -309,4 +312,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "label_margin", "sigma_z", "dim"),
 ))

@@ -136,6 +136,7 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("term", "scale", "temperature", "dim"),
 ))
 
 __all__ = ["Config", "QUICK", "EXPERIMENT", "run", "plot", "zone_summary"]

@@ -41,12 +41,14 @@ from torch.func import functional_call
 from goldilocks_zone.curvature.functional import evaluation_mode
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.config import ModelDataConfig, PrecisionConfig, common
 
 
 @dataclass
-class Config:
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
-    model: str = field(default="mlp", metadata={"help": "model registry name"})
+class Config(ModelDataConfig, PrecisionConfig):
+    model: str = common("model", "mlp")
+    dtype: str = common("dtype", "float32")
+
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
@@ -75,9 +77,9 @@ class Config:
     per_decade: int = field(default=4, metadata={"help": "alpha grid points per decade"})
     seed: int = field(default=0, metadata={"help": "model/training seed"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
 
     def validate(self) -> None:
+        super().validate()
         if len(self.classes) != 3 or len(set(self.classes)) != 3:
             raise ValueError(f"classes must be 3 distinct class indices, got {self.classes}")
         if any(not 0 < f <= 1 for f in self.simplex_fractions) or not self.simplex_fractions:
@@ -92,7 +94,6 @@ class Config:
                              f"{self.log10_scale}")
         if self.jacobian_samples < 1 or self.probe_samples < 3:
             raise ValueError("jacobian_samples >= 1 and probe_samples >= 3 needed")
-        torch_dtype(self.dtype)
 
 
 QUICK = {"dataset": "digits", "train_samples": 1000, "probe_samples": 150,
@@ -339,4 +340,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "source", "stage", "step"),
 ))

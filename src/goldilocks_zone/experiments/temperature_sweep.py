@@ -231,4 +231,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("sweep", "term", "scale", "temperature", "dim"),
 ))

@@ -32,34 +32,27 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.config import ProblemConfig
 
 STATISTICS = ("mean", "rms")
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100",
-                       metadata={"help": "registry model whose first layer sees all pixels"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=1000, metadata={"help": "training points the Hessian is averaged over"})
+class Config(ProblemConfig):
     scales: tuple[float, ...] = field(
         default=(5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
         metadata={"help": "initialisation scales alpha"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init seeds"})
     max_iterations: int = field(default=100, metadata={"help": "Lanczos steps"})
     tol: float = field(default=1e-6, metadata={"help": "Lanczos relative tolerance"})
     term: str = field(default="hessian", metadata={"help": "hessian, g_term or h_term"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
@@ -216,4 +209,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("term", "scale"),
 ))

@@ -45,21 +45,20 @@ from goldilocks_zone.experiments._shared.common import (
     torch_device,
     torch_dtype,
 )
+from goldilocks_zone.experiments._shared.config import ProblemConfig, common
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=10000, metadata={"help": "training points (subsample; None = all)"})
+class Config(ProblemConfig):
+    num_samples: int | None = common("num_samples", 10000)
+    dtype: str = common("dtype", "float32")
+
     test_samples: int | None = field(
         default=10000, metadata={"help": "test points from the test split (None = all)"})
     scales: tuple[float, ...] = field(
         default=log_grid(-2, 2, 2), metadata={"help": "initialisation scales alpha"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init seeds"})
     base_lr: float = field(default=0.1, metadata={"help": "eta_0; lr = eta_0 / alpha^(L-2)"})
     depth: int | None = field(
         default=None, metadata={"help": "L for the lr rule (None: homogeneity degree)"})
@@ -80,13 +79,11 @@ class Config:
         default=10.0, metadata={"help": "'diverged' if final loss > factor * initial"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
@@ -306,4 +303,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("scale",),
 ))

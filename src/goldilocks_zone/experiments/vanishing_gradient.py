@@ -65,19 +65,19 @@ from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
 
 GAUSSIAN = "gaussian"
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
+class Config(SubspaceConfig):
+    num_samples: int = common(
+        "num_samples", 5000, "points per data set in part (a) (capped by the data)")
+
     other_dataset: str = field(
         default="mnist-5k",
         metadata={"help": "second real data set of the same input shape ('' to skip)"})
-    num_samples: int = field(
-        default=5000, metadata={"help": "points per data set in part (a) (capped by the data)"})
     imbalance_ratio: float = field(
         default=100.0, metadata={"help": "largest/smallest class of the imbalanced sets"})
     reference_scale: float = field(
@@ -93,17 +93,13 @@ class Config:
         default=True, metadata={"help": "also run (b) on random Gaussian inputs"})
     full_gradient: bool = field(
         default=True, metadata={"help": "(b): also the full-space gradient norm"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d for part (b)"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init (and basis) seeds"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if self.num_samples < 2 or self.prior_samples < 2:
             raise ValueError("num_samples and prior_samples must be >= 2")
@@ -590,4 +586,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("part", "scale", "dim"),
 ))

@@ -87,14 +87,14 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
-def draw_figures(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any],
+def draw_figures(experiment: Experiment, table: pd.DataFrame, config: Any,
                  out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     fig_dir = out_dir / FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
-    return list(experiment.plot(table, config, fig_dir))
+    return experiment.draw(table, config, fig_dir)
 
 
 def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = None, *,
@@ -134,7 +134,7 @@ def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = N
         write_table(table, out)
         if plot:
             t0 = time.time()
-            figures = draw_figures(experiment, table, config_dict, out)
+            figures = draw_figures(experiment, table, config, out)
             manifest["timings"]["plot_seconds"] = time.time() - t0
             manifest["figures"] = [str(p.relative_to(out)) for p in figures]
         write_json(manifest, out / MANIFEST)

@@ -12,6 +12,7 @@ import torch
 
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments._shared.common import Problem, load_problem, log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
 
 # Sample count used for P1's curvature measurements here. The paper measures on a subsample of
 # the training set; 1000 samples (100 per class on average) make the d x d statistics stable to
@@ -27,40 +28,24 @@ BASIS_KINDS = ("orthonormal", "sparse")
 
 
 @dataclass
-class CurvatureConfig:
+class CurvatureConfig(SubspaceConfig):
     """Knobs shared by P1's curvature experiments (defaults: the paper's)."""
 
-    model: str = field(default="lenet-300-100", metadata={"help": "model registry name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
-    num_samples: int | None = field(
-        default=DEFAULT_CURVATURE_SAMPLES,
-        metadata={"help": "training samples the loss is averaged over (subsample; none = all)"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
-    seeds: tuple[int, ...] = field(
-        default=(0, 1, 2), metadata={"help": "seeds; a seed fixes the init and the basis"})
+    seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
+
     basis: str = field(default="orthonormal",
                        metadata={"help": "random basis: orthonormal (QR) or sparse"})
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
     batch_size: int | None = field(
         default=None, metadata={"help": "chunk size of the curvature pass (memory only)"})
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
-        if self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {self.dim}")
-        if not self.seeds:
-            raise ValueError("seeds must list at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        super().validate()
         if self.basis not in BASIS_KINDS:
             raise ValueError(f"basis must be one of {BASIS_KINDS}, got {self.basis!r}")
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1 (or none), got {self.num_samples}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (or none), got {self.batch_size}")
-        torch_dtype(self.dtype)
 
 
 def check_log_range(name: str, value: Sequence[float], per_decade: int) -> None:
