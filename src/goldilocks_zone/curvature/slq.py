@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.random import torch_generator
+
 __all__ = ["SpectralDensity", "gaussian_density", "stochastic_lanczos_quadrature"]
 
 
@@ -121,8 +123,7 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     steps = min(num_steps, dim)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    gen = torch_generator(seed)
     v = (torch.randint(0, 2, (dim, num_probes), generator=gen).to(torch.float64) * 2 - 1)
     v = (v / math.sqrt(dim)).to(device) if device is not None else v / math.sqrt(dim)
 

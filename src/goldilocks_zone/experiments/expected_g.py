@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
 from goldilocks_zone.experiments._shared.curvature_sweep import (
@@ -114,7 +115,7 @@ def logit_panel(num_sets: int, num_classes: int, scales: tuple[float, ...], seed
     generator seeded with ``seed``) scaled by each value of ``scales``."""
     from goldilocks_zone.theory import gamma_p
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch_generator(int(seed))
     logits = torch.randn(num_sets, num_classes, generator=gen, dtype=torch.float64)
     rows = []
     for a in scales:

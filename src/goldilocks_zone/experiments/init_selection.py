@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.architecture import (
     build_problem,
     held_out_data,
@@ -147,7 +148,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     )
 
     arch = parse_architecture(config.model)
-    rng = np.random.default_rng(config.seed)
+    rng = numpy_generator(config.seed)
     init_seeds = rng.choice(2**31 - 1, size=config.num_inits, replace=False)
     log_scales = rng.uniform(-config.log_scale_spread, config.log_scale_spread,
                              size=config.num_inits)

@@ -63,6 +63,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
 from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
@@ -144,7 +145,7 @@ def _load_full(name: str, like: Any | None, *, seed: int, size: int) -> Any:
 
 def _disjoint_balanced(ds: Any, n: int, parts: int, seed: int) -> list[Any]:
     """``parts`` disjoint class-balanced subsets of ``ds`` of (at most) ``n`` points each."""
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     targets = ds.targets.cpu().numpy()
     k = ds.num_classes
     per_class = min(n // k, min(int((targets == c).sum()) for c in range(k)) // parts)

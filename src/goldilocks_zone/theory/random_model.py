@@ -71,6 +71,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.random import torch_generator
+
 __all__ = [
     "GradientOverlap",
     "LogitGradientCosines",
@@ -173,9 +175,7 @@ def _streams(seed: int) -> list[int]:
 
 
 def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
+    return torch_generator(seed)
 
 
 def _goe(dim: int, gen: torch.Generator, *, dtype: torch.dtype = torch.float64,

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from goldilocks_zone.curvature.random import torch_generator
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -94,7 +96,7 @@ def held_out_data(dataset: str, num_samples: int | None, *, like: torch.Tensor,
     n = ds.inputs.shape[0] if num_samples is None else num_samples
     if n > ds.inputs.shape[0]:
         raise ValueError(f"num_test={n} but {dataset}/test has {ds.inputs.shape[0]} samples")
-    pick = torch.randperm(ds.inputs.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    pick = torch.randperm(ds.inputs.shape[0], generator=torch_generator(seed))[:n]
     return ds.inputs[pick].to(dtype=like.dtype, device=like.device), ds.targets[pick].to(
         like.device)
 

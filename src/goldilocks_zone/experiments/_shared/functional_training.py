@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
 from goldilocks_zone.curvature.functional import evaluation_mode
+from goldilocks_zone.curvature.random import torch_generator
 
 Params = dict[str, Tensor]
 
@@ -41,7 +42,7 @@ def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Te
         return nn.functional.cross_entropy(functional_call(model, (p, buffers), (x,)), y)
 
     step_grad = grad(loss)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch_generator(int(seed))
     n = inputs.shape[0]
     bs = min(batch_size, n)
     wanted = set(int(s) for s in yield_at) | {steps}
