@@ -189,3 +189,18 @@ def test_printed_table_is_short_mean_over_seeds():
                            "row": [0, 0, 1, 1], "positive_curvature": [1.0, 2.0, 3.0, 4.0]})
     short, note = short_table(pixels, ("alpha", "scale"))
     assert short.equals(pixels) and note == ""
+
+
+def test_manifests_with_renamed_fields_still_give_a_typed_config():
+    """``goldilocks plot`` on a folder written before a rename (CHANGELOG.md) rebuilds the
+    typed config: old field names map to the new ones."""
+    from goldilocks_zone.experiments import get
+
+    exp = get("hyperplane-training")
+    config = exp.config_from_dict({"architecture": "mlp:8", "num_train": 50,
+                                   "basis_kind": "sparse", "dims": [2, 4], "fixed_dim": 4})
+    assert isinstance(config, exp.config_cls)
+    assert (config.model, config.num_samples, config.basis, config.dims) == (
+        "mlp:8", 50, "sparse", (2, 4))
+    with pytest.raises(KeyError, match="unknown parameter"):
+        exp.config_from_dict({"no_such_field": 1})
