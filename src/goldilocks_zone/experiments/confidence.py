@@ -69,8 +69,6 @@ class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
         torch_device(self.device)
         if self.num_inits < 3:
             raise ValueError("num_inits must be >= 3 to compute correlations")
-        if self.dim < 1:
-            raise ValueError("dim must be >= 1")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError("scale must be a positive number")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):

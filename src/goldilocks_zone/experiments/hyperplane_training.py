@@ -88,8 +88,6 @@ class Config(ProblemConfig):
         if self.num_samples < 1 or self.steps < 1 or (self.num_test is not None
                                                      and self.num_test < 1):
             raise ValueError("num_samples, num_test and steps must be positive")
-        if not self.seeds:
-            raise ValueError("seeds must be non-empty")
 
 
 QUICK = {

@@ -98,8 +98,6 @@ class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
                              f"radius_lo < 0 < radius_hi, got {self.radius_lo}, {self.radius_hi}")
         if self.per_decade < 1 or self.dim < 1 or self.num_samples < 1:
             raise ValueError("per_decade, dim and num_samples must be positive")
-        if not self.seeds:
-            raise ValueError("seeds must be non-empty")
 
     @property
     def relative_radii(self) -> np.ndarray:

@@ -69,8 +69,6 @@ class Config(SeedsConfig, SamplesConfig):
     def validate(self) -> None:
         super().validate()
         self.params()  # checks the model's parameters
-        if not self.seeds:
-            raise ValueError("seeds must list at least one seed")
         if not 1 <= self.top_k <= self.dim:
             raise ValueError(f"top_k must be in [1, dim], got {self.top_k}")
         if self.min_gap_ratio <= 1:

@@ -56,8 +56,6 @@ class Config(ProblemConfig):
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
         if self.max_iterations < 2:
             raise ValueError("max_iterations must be >= 2")
         if self.term not in ("hessian", "g_term", "h_term"):

@@ -87,8 +87,6 @@ class Config(ProblemConfig):
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
         if self.steps < 1 or self.log_every < 1:
             raise ValueError("steps and log_every must be >= 1")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):

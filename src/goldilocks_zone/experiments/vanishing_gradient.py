@@ -114,10 +114,6 @@ class Config(SubspaceConfig):
             raise ValueError("uniform_scale must be positive (or none for automatic)")
         if not self.prior_scale > 0:
             raise ValueError("prior_scale must be positive")
-        if self.dim < 1:
-            raise ValueError("dim must be >= 1")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
 
 
 QUICK = {
