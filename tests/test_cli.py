@@ -74,10 +74,81 @@ def test_toml_config_and_explicit_options(tmp_path):
     (["run", "scale-sweep", "--dim", "many", "--out", "x"], "expects an integer"),
     (["run", "scale-sweep", "--seeds", "0,0", "--out", "x"], "distinct"),
 ])
-def test_bad_options_fail_with_clear_messages(argv, message):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert message in str(exc.value)
+def test_bad_options_fail_with_clear_messages(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option,name,listed", [
+    ("--dataset", "no-such-data", "fashion-mnist"),
+    ("--model", "no-such-net", "lenet-300-100"),
+])
+def test_unknown_dataset_or_model_lists_the_choices_and_exits_2(option, name, listed, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "goldilocks_zone.cli", "run", "scale-sweep",
+                          option, name, "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert name in res.stderr and listed in res.stderr
+    assert not (tmp_path / "x").exists()  # failed before any work
+
+
+def test_model_factory_reference_is_passed_through(monkeypatch, tmp_path):
+    """``--model package.module:factory`` is not rejected by the CLI; it reaches the
+    experiment's config unchanged (the model registry resolves it)."""
+    seen = {}
+
+    def fake_run(name, config, out, **kwargs):
+        seen["config"] = config
+        return pd.DataFrame({"seed": [0]}), {}
+
+    monkeypatch.setattr("goldilocks_zone.sweep.runner.run_experiment", fake_run)
+    assert main(["run", "scale-sweep", "--model", "my_pkg.nets:build",
+                          "--dataset", "circles", "--out", str(tmp_path)]) == 0
+    assert seen["config"].model == "my_pkg.nets:build"
+
+
+def test_options_are_generated_from_the_config_types():
+    """Every config field becomes an option; bools are flags (also --no-X); values go through
+    the same coercion as TOML configs."""
+    import dataclasses
+
+    from goldilocks_zone.cli.main import config_parser
+    from goldilocks_zone.experiments import get
+
+    exp = get("expected-g")
+    parser = config_parser(exp)
+    options = {o for a in parser._actions for o in a.option_strings}
+    for f in dataclasses.fields(exp.config_cls):
+        assert f"--{f.name.replace('_', '-')}" in options
+    assert parser.parse_args(["--out", "o", "--debias"]).debias == "true"
+    assert parser.parse_args(["--out", "o", "--no-debias"]).debias == "false"
+    args = parser.parse_args(["--out", "o", "--debias", "no", "--logit-classes", "none",
+                              "--dims", "2,5"])
+    config = exp.config_from_dict({k: v for k, v in vars(args).items()
+                                   if k in exp.parameters and v is not None})
+    assert config.debias is False and config.logit_classes is None and config.dims == (2, 5)
+
+
+def test_common_config_fields_have_one_name_and_one_type():
+    """model, dataset, num_samples, seeds, dim, dtype, device are declared once
+    (experiments/_shared/config.py); no experiment re-types them or uses an old alias."""
+    import typing
+
+    from goldilocks_zone.experiments import get
+    from goldilocks_zone.experiments._shared import config as shared
+
+    base = typing.get_type_hints(shared.SubspaceConfig)
+    for name in names():
+        hints = typing.get_type_hints(get(name).config_cls)
+        assert not {"architecture", "num_train", "seed_list", "basis_kind"} & set(hints), name
+        for field_name in shared.COMMON_FIELDS:
+            if field_name in hints and not (name == "random-model" and field_name == "dim"):
+                allowed = {base[field_name]} | {a for a in typing.get_args(base[field_name])
+                                                if a is not type(None)}
+                assert hints[field_name] in allowed, (name, field_name, hints[field_name])
+                assert issubclass(get(name).config_cls, shared.ConfigBase)
 
 
 def test_plot_of_a_folder_without_results_is_a_clear_error(tmp_path):
@@ -107,14 +178,29 @@ def test_printed_table_is_short_mean_over_seeds():
     table = pd.DataFrame({"scale": [0.1, 1.0, 0.1, 1.0], "seed": [0, 0, 1, 1],
                           "term": ["hessian"] * 4, "positive_curvature": [0.0, 2.0, 0.2, 4.0],
                           "basis": ["orthonormal"] * 4})
-    short, note = short_table(table)
+    short, note = short_table(table, ("term", "scale"))
     assert list(short["scale"]) == [0.1, 1.0]
     assert list(short["positive_curvature"]) == pytest.approx([0.1, 3.0])
     assert note == "mean over seeds" and "basis" not in short.columns
     other = pd.DataFrame({"a": [1, 2]})
-    assert short_table(other)[0].equals(other)
+    assert short_table(other, ("term", "scale"))[0].equals(other)
     # rows not identified by (keys, seed), e.g. one row per pixel or per step: nothing averaged
     pixels = pd.DataFrame({"alpha": [5.0] * 4, "seed": [0] * 4, "scale": [5.0] * 4,
                            "row": [0, 0, 1, 1], "positive_curvature": [1.0, 2.0, 3.0, 4.0]})
-    short, note = short_table(pixels)
+    short, note = short_table(pixels, ("alpha", "scale"))
     assert short.equals(pixels) and note == ""
+
+
+def test_manifests_with_renamed_fields_still_give_a_typed_config():
+    """``goldilocks plot`` on a folder written before a rename (CHANGELOG.md) rebuilds the
+    typed config: old field names map to the new ones."""
+    from goldilocks_zone.experiments import get
+
+    exp = get("hyperplane-training")
+    config = exp.config_from_dict({"architecture": "mlp:8", "num_train": 50,
+                                   "basis_kind": "sparse", "dims": [2, 4], "fixed_dim": 4})
+    assert isinstance(config, exp.config_cls)
+    assert (config.model, config.num_samples, config.basis, config.dims) == (
+        "mlp:8", 50, "sparse", (2, 4))
+    with pytest.raises(KeyError, match="unknown parameter"):
+        exp.config_from_dict({"no_such_field": 1})

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import get
+from goldilocks_zone.experiments._shared.architecture import held_out_data
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments.hyperplane_training import (
     Config,
     dimension_needed,
-    held_out_data,
     plot,
     reference_accuracy,
     run,
@@ -21,7 +21,7 @@ from goldilocks_zone.experiments.hyperplane_training import (
 @pytest.fixture(scope="module")
 def trained():
     """Inside the zone (Xavier radius) vs far outside it (100 × Xavier), same d and basis."""
-    config = Config(architecture="mlp:32", dataset="digits", num_train=500, num_test=300,
+    config = Config(model="mlp:32", dataset="digits", num_samples=500, num_test=300,
                     dims=(2, 32, 128), scales=(1.0, 100.0), fixed_dim=32, steps=150,
                     batch_size=None, lr=0.02, seeds=(0,))
     ctx = RunContext(show_progress=False)
@@ -97,9 +97,8 @@ def test_held_out_data_comes_from_the_test_split():
 
 def test_plot(trained, tmp_path):
     config, table, _ = trained
-    from goldilocks_zone.experiments._shared.base import config_to_dict
 
-    paths = plot(table, config_to_dict(config), tmp_path)
+    paths = plot(table, config, tmp_path)
     assert {p.name for p in paths} == {"hyperplane_accuracy_vs_dim.png",
                                        "hyperplane_accuracy_vs_dim.pdf",
                                        "hyperplane_accuracy_vs_radius.png",

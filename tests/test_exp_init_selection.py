@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from goldilocks_zone.experiments import get
-from goldilocks_zone.experiments._shared.base import RunContext, config_to_dict
+from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments.init_selection import (
     SCORES,
     Config,
@@ -74,7 +74,7 @@ def test_config_checks():
 
 
 def test_end_to_end_produces_p_values_and_comparison(tmp_path):
-    config = Config(architecture="mlp:16", dataset="digits", num_train=300, num_test=200,
+    config = Config(model="mlp:16", dataset="digits", num_samples=300, num_test=200,
                     num_inits=12, dim=6, score_samples=150, top_fraction=0.25, steps=30,
                     batch_size=None, eval_every=5, speed_step=10, lr=0.02)
     ctx = RunContext(show_progress=False)
@@ -92,5 +92,5 @@ def test_end_to_end_produces_p_values_and_comparison(tmp_path):
     summary = ctx.provenance["summary"]
     for score in SCORES:
         assert 0 <= summary[f"{score}_p_value"] <= 1
-    paths = plot(table, config_to_dict(config), tmp_path)
+    paths = plot(table, config, tmp_path)
     assert {p.name for p in paths} == {"init_selection.png", "init_selection.pdf"}

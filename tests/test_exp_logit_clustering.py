@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from goldilocks_zone.experiments.logit_clustering import (
+from goldilocks_zone.experiments._shared.functional_training import (
     accuracy_and_loss,
-    clustering,
     model_params,
     per_sample_jacobians,
     sgd_trajectory,
 )
+from goldilocks_zone.experiments.logit_clustering import clustering
 from goldilocks_zone.sweep.runner import replot, run_experiment
 
 

@@ -7,12 +7,15 @@ import pytest
 import torch
 
 from goldilocks_zone.experiments import get
+from goldilocks_zone.experiments._shared.architecture import (
+    build_problem,
+    parameter_radius,
+    parse_architecture,
+)
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments._shared.common import cpu_threads
 from goldilocks_zone.experiments.radius_shell import (
     Config,
-    parameter_radius,
-    parse_architecture,
     plot,
     run,
     shell_table,
@@ -22,7 +25,7 @@ from goldilocks_zone.experiments.radius_shell import (
 @pytest.fixture(scope="module")
 def shell():
     """P3's setting on small real data: an MLP with biases, Xavier init, radii 10^-2..10^2."""
-    config = Config(architectures=("mlp:32",), activations=("relu",), datasets=("digits",),
+    config = Config(models=("mlp:32",), activations=("relu",), datasets=("digits",),
                     num_samples=300, radius_lo=-2.0, radius_hi=2.0, per_decade=2, dim=20,
                     seeds=(0, 1, 2))
     ctx = RunContext(show_progress=False)
@@ -48,7 +51,7 @@ def test_config_validation_and_quick_preset():
     with pytest.raises(ValueError, match="straddle"):
         exp.default_config(radius_lo=0.5)
     with pytest.raises(ValueError, match="mlp"):
-        exp.default_config(architectures=("mlp:abc",))
+        exp.default_config(models=("mlp:abc",))
 
 
 def test_cpu_threads_restores_the_setting():
@@ -72,7 +75,6 @@ def test_table_radii_and_reference_radii(shell):
     assert (table["positive_curvature"].abs() <= np.sqrt(20) + 1e-9).all()
     assert table["fraction_positive"].between(0, 1).all()
     # the radius of the built model is the Xavier radius the table reports
-    from goldilocks_zone.experiments.radius_shell import build_problem
     problem = build_problem(parse_architecture("mlp:32"), dataset="digits", num_samples=300,
                             seed=0, activation="relu")
     assert np.isclose(parameter_radius(problem.model),
@@ -109,15 +111,15 @@ def test_fundamental_condition_inside_and_saturation_outside(shell):
 
 
 def test_cnn_and_tanh_run_and_plot(shell, tmp_path):
-    config = Config(architectures=("small-cnn", "mlp:16x16"), activations=("tanh",),
+    config = Config(models=("small-cnn", "mlp:16x16"), activations=("tanh",),
                     datasets=("digits",), num_samples=64, radius_lo=-1.0, radius_hi=1.0,
                     per_decade=1, dim=4, seeds=(0,))
     table = run(config, RunContext(show_progress=False))
     assert set(table["architecture"]) == {"small-cnn", "mlp:16x16"}
     assert table.groupby("architecture").size().tolist() == [3, 3]
     assert table["finite"].all()
-    paths = plot(shell[1], {}, tmp_path)
-    paths += plot(table, {}, tmp_path / "cnn")
+    paths = plot(shell[1], shell[0], tmp_path)
+    paths += plot(table, config, tmp_path / "cnn")
     assert {p.name for p in paths} >= {"radius_shell_kappa.png",
                                        "radius_shell_fraction_positive.png",
                                        "radius_shell_gauss_newton.png"}

@@ -16,10 +16,10 @@ def test_random_model_experiment_end_to_end(tmp_path):
     out = tmp_path / "rm"
     table, _ = run_experiment(
         "random-model", out_dir=out, quick=True, show_progress=False,
-        overrides={"dim": 300, "num_samples": 200, "per_decade": 1})
+        overrides={"dim": 200, "num_samples": 150, "per_decade": 1})
     assert set(table["section"]) == {"spectrum", "margin", "sigma_z"}
     spec = table[table["section"] == "spectrum"]
-    assert len(spec) == 300 and spec["index"].tolist() == list(range(1, 301))
+    assert len(spec) == 200 and spec["index"].tolist() == list(range(1, 201))
     # the cosines with an orthonormal eigenbasis carry all the gradient power
     assert float((spec["cosine"] ** 2).sum()) == pytest.approx(1.0)
     # class structure only adds positive curvature: the spectrum dominates the bulk's

@@ -115,3 +115,32 @@ def test_bad_input():
         stochastic_lanczos_quadrature(lambda v: v[:-1], 5)
     with pytest.raises(ValueError, match="bandwidth"):
         gaussian_density(torch.zeros(3), torch.zeros(2), 0.0)
+
+
+def test_one_lanczos_kernel_block_columns_match_single_runs():
+    """The shared kernel run on a block of start vectors gives, per column, the tridiagonal of
+    the same kernel run on that column alone; its Lanczos vectors are orthonormal."""
+    from goldilocks_zone.curvature.lanczos import lanczos_iteration
+    from goldilocks_zone.curvature.random import torch_generator
+
+    gen = torch_generator(3)
+    a = torch.randn(12, 12, generator=gen, dtype=torch.float64)
+    a = a + a.T
+    v = torch.randn(12, 3, generator=gen, dtype=torch.float64)
+    v = v / v.norm(dim=0)
+    *_, block = lanczos_iteration(lambda x: a @ x, v, 6)
+    for i in range(3):
+        *_, single = lanczos_iteration(lambda x: a @ x, v[:, i:i + 1], 6)
+        assert torch.allclose(block.tridiagonal()[i], single.tridiagonal()[0], atol=1e-10)
+    q = block.basis[:, :, 0]
+    assert torch.allclose(q @ q.T, torch.eye(6, dtype=torch.float64), atol=1e-10)
+
+
+def test_generators_come_from_one_place_and_repeat_per_seed():
+    from goldilocks_zone.curvature.random import numpy_generator, torch_generator
+
+    assert torch.equal(torch.randn(4, generator=torch_generator(7)),
+                       torch.randn(4, generator=torch_generator(7)))
+    assert numpy_generator(7).integers(0, 10**9) == numpy_generator(7).integers(0, 10**9)
+    with pytest.raises(TypeError, match="seed"):
+        torch_generator("7")

@@ -64,7 +64,22 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
-def _run_parser(experiment: base.Experiment) -> argparse.ArgumentParser:
+class _BoolFlag(argparse.Action):
+    """``--flag`` (true), ``--flag VALUE`` (true/false/yes/no/1/0) and ``--no-flag`` (false);
+    the value is coerced with the config's other values."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            values = "false"
+        setattr(namespace, self.dest, "true" if values is None else values)
+
+
+def config_parser(experiment: base.Experiment) -> argparse.ArgumentParser:
+    """``goldilocks run ID`` options generated from the experiment's config dataclass: one
+    ``--field-name`` per field (a bool also gets ``--no-field-name``). Values stay strings here;
+    :func:`~goldilocks_zone.experiments._shared.base.make_config` coerces them with the same
+    function that reads TOML configs and sweep specs (types from the annotations: int, float,
+    str, bool, comma-separated tuples, ``X | None`` with ``none``)."""
     parser = argparse.ArgumentParser(
         prog=f"goldilocks run {experiment.id}",
         description=f"{experiment.summary} ({experiment.paper}). Defaults are the paper's; "
@@ -80,14 +95,50 @@ def _run_parser(experiment: base.Experiment) -> argparse.ArgumentParser:
     hints = typing.get_type_hints(experiment.config_cls)
     defaults = experiment.config_cls()
     for f in dataclasses.fields(experiment.config_cls):
-        default = getattr(defaults, f.name)
-        help_text = f.metadata.get("help", "")
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-            metavar=_describe_type(hints[f.name]).upper().replace(" ", "_"),
-            help=f"{help_text} (default: {default!r})".strip(),
-        )
+        option = f"--{f.name.replace('_', '-')}"
+        help_text = f"{f.metadata.get('help', '')} (default: {getattr(defaults, f.name)!r})"
+        if hints[f.name] is bool:
+            parser.add_argument(option, f"--no-{f.name.replace('_', '-')}", dest=f.name,
+                                default=None, nargs="?", action=_BoolFlag, metavar="BOOL",
+                                help=help_text.strip())
+            continue
+        parser.add_argument(option, dest=f.name, default=None,
+                            metavar=_describe_type(hints[f.name]).upper().replace(" ", "_"),
+                            help=help_text.strip())
     return parser
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+def _known(name: str, choices: list[str]) -> bool:
+    return name.lower() in {c.lower() for c in choices}
+
+
+def check_names(config: Any) -> None:
+    """Raise :class:`UsageError` listing the choices when a config names an unknown model or
+    dataset (before any data is loaded). A model may also be an ``mlp:W1xW2`` spec or a
+    ``package.module:factory`` reference, passed through to the model registry."""
+    from goldilocks_zone import data, models
+    from goldilocks_zone.data import registry as data_registry
+
+    datasets = data.names() + list(getattr(data_registry, "_ALIASES", {}))
+    for key in ("model", "models"):
+        for name in _as_list(getattr(config, key, ())):
+            if not (_known(name, models.names()) or name == "mlp" or ":" in name):
+                raise UsageError(f"unknown model {name!r}; choose one of: "
+                                 f"{', '.join(models.names())} (or mlp:W1xW2..., "
+                                 "or package.module:factory)")
+    for key in ("dataset", "datasets", "other_dataset"):
+        for name in _as_list(getattr(config, key, ())):
+            if name and not _known(name, datasets):
+                raise UsageError(f"unknown dataset {name!r}; choose one of: "
+                                 f"{', '.join(data.names())}")
+
+
+def _as_list(value: Any) -> list[str]:
+    return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
 def _cmd_run(argv: list[str]) -> int:
@@ -98,42 +149,39 @@ def _cmd_run(argv: list[str]) -> int:
         return 0
     try:
         experiment = base.get(argv[0])
-    except KeyError as exc:
-        raise SystemExit(f"error: {exc.args[0]}") from None
-    args = _run_parser(experiment).parse_args(_join_negative_values(argv[1:]))
-    values: dict[str, Any] = dict(experiment.quick) if args.quick else {}
-    if args.config:
-        toml = read_toml(args.config, what="error: config file", error=SystemExit)
-        values.update(toml.get("config", toml))
-    for f in dataclasses.fields(experiment.config_cls):
-        v = getattr(args, f.name)
-        if v is not None:
-            values[f.name] = v
-    try:
-        config = base.make_config(experiment.config_cls, values)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SystemExit(f"error: {exc.args[0] if exc.args else exc}") from None
+        args = config_parser(experiment).parse_args(_join_negative_values(argv[1:]))
+        values: dict[str, Any] = dict(experiment.quick) if args.quick else {}
+        if args.config:
+            toml = read_toml(args.config, what="config file", error=UsageError)
+            values.update(toml.get("config", toml))
+        for f in dataclasses.fields(experiment.config_cls):
+            v = getattr(args, f.name)
+            if v is not None:
+                values[f.name] = v
+        config = experiment.config_from_dict(values)
+        check_names(config)
+    except (UsageError, KeyError, TypeError, ValueError) as exc:
+        print(f"goldilocks run: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
 
     from goldilocks_zone.sweep.runner import run_experiment
 
     table, manifest = run_experiment(experiment.id, config, args.out, quick=args.quick,
                                      show_progress=not args.no_progress, plot=not args.no_plot)
-    _print_summary(table, manifest, Path(args.out))
+    _print_summary(table, manifest, Path(args.out), experiment.key_columns)
     return 0
 
 
-#: Columns that index a measured point / that hold a measurement, for the short printed table.
-_KEY_COLUMNS = ("panel", "term", "scale", "temperature", "radius", "dim", "alpha", "sigma_z")
+#: Columns that hold a measurement, for the short printed table (the key columns, which index
+#: a measured point, are declared by each experiment).
 _MEASURE_COLUMNS = ("positive_curvature", "fraction_positive", "spectral_norm",
                     "top_eigenvalue", "loss", "accuracy", "gradient_norm", "cosine")
 _MAX_ROWS = 30
-
-
-def short_table(table):
+def short_table(table, key_columns: tuple[str, ...] = ()):
     """A short view of a results table: the measurements averaged over seeds per point when
-    the key columns and ``seed`` identify the rows exactly (so nothing but seeds is averaged),
-    else the table itself."""
-    keys = [c for c in _KEY_COLUMNS if c in table.columns]
+    the experiment's ``key_columns`` and ``seed`` identify the rows exactly (so nothing but
+    seeds is averaged), else the table itself."""
+    keys = [c for c in key_columns if c in table.columns]
     measures = [c for c in _MEASURE_COLUMNS if c in table.columns
                 and table[c].dtype.kind in "fiu"]
     if (keys and measures and "seed" in table.columns
@@ -143,10 +191,10 @@ def short_table(table):
     return table, ""
 
 
-def _print_summary(table, manifest: dict, out: Path) -> None:
+def _print_summary(table, manifest: dict, out: Path, key_columns: tuple[str, ...]) -> None:
     import pandas as pd
 
-    short, note = short_table(table)
+    short, note = short_table(table, key_columns)
     with pd.option_context("display.max_rows", _MAX_ROWS, "display.width", 120,
                            "display.float_format", "{:.4g}".format):
         print(short.head(_MAX_ROWS).to_string(index=False))

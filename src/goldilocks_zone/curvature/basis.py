@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-import secrets
 
 import torch
 from torch import Tensor
+
+from goldilocks_zone.curvature.random import torch_generator
 
 BASIS_KINDS = ("orthonormal", "sparse")
 
@@ -14,9 +15,7 @@ BASIS_KINDS = ("orthonormal", "sparse")
 def _generator(seed: int | None) -> torch.Generator:
     # Bases are always drawn on the CPU in float64 so that one seed gives one basis on every
     # device and in every dtype.
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(secrets.randbits(63) if seed is None else int(seed))
-    return gen
+    return torch_generator(seed)
 
 
 def random_basis(num_params: int, dim: int, *, kind: str = "orthonormal",

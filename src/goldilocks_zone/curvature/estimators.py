@@ -26,6 +26,7 @@ from goldilocks_zone.curvature.functional import (
     flatten_rows,
     unflatten,
 )
+from goldilocks_zone.curvature.lanczos import lanczos_iteration
 from goldilocks_zone.curvature.subspace import TERMS, softmax_residual
 
 #: Probe vectors pushed through one vmapped Hessian-vector product.
@@ -240,44 +241,20 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *,
     if k < 1 or k > dim:
         raise ValueError(f"k must be in [1, {dim}], got {k}")
     steps = min(dim, max(max_iterations, k + 1))
-    gen = _generator(seed)
-    v = torch.randn(dim, generator=gen, dtype=torch.float64)
-    basis: list[Tensor] = []
-    alphas: list[float] = []
-    betas: list[float] = []
-    v = v / v.norm()
-    ritz_vals = ritz_vecs = None
-    beta = 0.0
-    for j in range(steps):
-        w = matvec(v).to(torch.float64)
-        device = w.device
-        if j == 0:
-            v = v.to(device)
-        basis.append(v)
-        alpha = float(w @ v)
-        alphas.append(alpha)
-        vs = torch.stack(basis)
-        w = w - vs.T @ (vs @ w)  # full reorthogonalisation, twice for stability
-        w = w - vs.T @ (vs @ w)
-        beta = float(w.norm())
-        t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            t += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, s = torch.linalg.eigh(t)
+    v = torch.randn(dim, generator=_generator(seed), dtype=torch.float64)
+    v = (v / v.norm())[:, None]
+    for state in lanczos_iteration(lambda x: matvec(x[:, 0])[:, None], v, steps):
+        theta, s = torch.linalg.eigh(state.tridiagonal()[0])
         order = (torch.argsort(theta, descending=True) if which == "largest"
                  else torch.argsort(theta.abs(), descending=True))[:k]
         ritz_vals, ritz_vecs = theta[order], s[:, order]
-        if j + 1 >= k:
-            estimate = (beta * ritz_vecs[-1, :]).abs()
-            scale = float(theta.abs().max()) or 1.0
-            if bool((estimate <= tol * scale).all()):
-                break
-        if beta <= 1e-13 * (float(theta.abs().max()) or 1.0):
+        beta = float(state.beta[0])
+        top = float(theta.abs().max()) or 1.0
+        if state.j + 1 >= k and bool(((beta * ritz_vecs[-1, :]).abs() <= tol * top).all()):
+            break
+        if beta <= 1e-13 * top or not bool(state.alive[0]):
             break  # invariant subspace found
-        betas.append(beta)
-        v = w / beta
-    vs = torch.stack(basis)
+    vs = state.basis[:, :, 0]
     vectors = vs.T @ ritz_vecs.to(vs.device)
     vectors = vectors / vectors.norm(dim=0, keepdim=True)
     av = torch.stack([matvec(vectors[:, i]).to(torch.float64) for i in range(vectors.shape[1])],
@@ -287,7 +264,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *,
     return HessianEigenpairs(
         eigenvalues=ritz_vals.cpu(), eigenvectors=vectors, residuals=residuals,
         converged=bool((residuals <= max(tol, 1e-12) * scale * 10).all()),
-        iterations=len(basis),
+        iterations=vs.shape[0],
     )
 
 

@@ -20,11 +20,15 @@ float64 with full reorthogonalisation, all probes at once when the operator take
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from goldilocks_zone.curvature.lanczos import lanczos_iteration
+from goldilocks_zone.curvature.random import torch_generator
 
 __all__ = ["SpectralDensity", "gaussian_density", "stochastic_lanczos_quadrature"]
 
@@ -121,8 +125,7 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     steps = min(num_steps, dim)
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    gen = torch_generator(seed)
     v = (torch.randint(0, 2, (dim, num_probes), generator=gen).to(torch.float64) * 2 - 1)
     v = (v / math.sqrt(dim)).to(device) if device is not None else v / math.sqrt(dim)
 
@@ -137,47 +140,14 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
 
 def _lanczos_block(matvec: Callable[[Tensor], Tensor], v: Tensor, steps: int, block: bool
                    ) -> tuple[Tensor, Tensor]:
-    """Lanczos with full reorthogonalisation from the unit columns of ``v`` (D, b), all at
-    once; returns the Gauss nodes and weights (b, steps)."""
-    dim, num_probes = v.shape
+    """Gauss nodes and weights (b, steps) of the unit columns of ``v`` (D, b), all at once, by
+    :func:`~goldilocks_zone.curvature.lanczos.lanczos_iteration`."""
 
     def apply(x: Tensor) -> Tensor:
         if block:
-            out = matvec(x)
-        else:
-            out = torch.stack([matvec(x[:, i]) for i in range(x.shape[1])], dim=1)
-        out = out.to(torch.float64)
-        if out.shape != x.shape:
-            raise ValueError(f"matvec returned shape {tuple(out.shape)} for input "
-                             f"{tuple(x.shape)}")
-        return out
+            return matvec(x)
+        return torch.stack([matvec(x[:, i]) for i in range(x.shape[1])], dim=1)
 
-    basis = torch.zeros(steps, dim, num_probes, dtype=torch.float64, device=v.device)
-    alphas = torch.zeros(steps, num_probes, dtype=torch.float64)
-    betas = torch.zeros(max(steps - 1, 0), num_probes, dtype=torch.float64)
-    alive = torch.ones(num_probes, dtype=torch.bool, device=v.device)
-    scale = torch.zeros(num_probes, dtype=torch.float64, device=v.device)
-    for j in range(steps):
-        basis[j] = v
-        w = apply(v)
-        alpha = (w * v).sum(0)
-        alphas[j] = alpha.cpu()
-        # full reorthogonalisation against every Lanczos vector so far, twice
-        for _ in range(2):
-            coeff = torch.einsum("jdb,db->jb", basis[:j + 1], w)
-            w = w - torch.einsum("jdb,jb->db", basis[:j + 1], coeff)
-        if j == steps - 1:
-            break
-        beta = w.norm(dim=0)
-        scale = torch.maximum(scale, alpha.abs() + beta)
-        alive = alive & (beta > 1e-12 * scale.clamp_min(1e-300))
-        beta = torch.where(alive, beta, torch.zeros_like(beta))
-        betas[j] = beta.cpu()
-        v = torch.where(alive[None, :], w / beta.clamp_min(1e-300)[None, :],
-                        torch.zeros_like(w))
-    t = torch.diag_embed(alphas.T)
-    if steps > 1:
-        off = betas.T
-        t = t + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    theta, s = torch.linalg.eigh(t)
+    last = deque(lanczos_iteration(apply, v, steps), maxlen=1)[0]
+    theta, s = torch.linalg.eigh(last.tridiagonal())
     return theta, s[:, 0, :].pow(2)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.data import readers, synthetic
 from goldilocks_zone.data.dataset import Dataset
 from goldilocks_zone.data.errors import DatasetNotFoundError
@@ -104,7 +105,7 @@ def _subsample_indices(size: int, num_samples: int | None, seed: int | None,
     n = int(num_samples)
     if n < 1 or n > size:
         raise ValueError(f"num_samples={num_samples} but {name}/{split} has {size} samples")
-    return np.random.default_rng(0 if seed is None else seed).choice(size, size=n, replace=False)
+    return numpy_generator(0 if seed is None else seed).choice(size, size=n, replace=False)
 
 
 def _image_dataset(name: str, split: str, images: np.ndarray, labels: np.ndarray,

@@ -14,12 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.data.dataset import Dataset
 from goldilocks_zone.data.synthetic import check_prior, rounded_counts
 
 
 def _rng(seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(0 if seed is None else seed)
+    return numpy_generator(0 if seed is None else seed)
 
 
 def _class_indices(ds: Dataset) -> list[np.ndarray]:

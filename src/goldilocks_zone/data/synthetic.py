@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from goldilocks_zone.curvature.random import numpy_generator
+
 SPLIT_STREAMS = {"train": 0, "test": 1}
 
 
@@ -20,8 +22,7 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
     """Independent generator for ``split`` of a generated data set with base ``seed``."""
     if split not in SPLIT_STREAMS:
         raise ValueError(f"generated data sets have splits {list(SPLIT_STREAMS)}, got {split!r}")
-    return np.random.Generator(np.random.PCG64(
-        np.random.SeedSequence(seed, spawn_key=(SPLIT_STREAMS[split],))))
+    return numpy_generator(seed, stream=SPLIT_STREAMS[split])
 
 
 def rounded_counts(n: int, prior: np.ndarray) -> np.ndarray:

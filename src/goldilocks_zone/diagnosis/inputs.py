@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from goldilocks_zone.curvature.batches import take_samples
 from goldilocks_zone.curvature.functional import Inputs
+from goldilocks_zone.curvature.random import torch_generator
 
 #: "everything" for loaders that do not know their length.
 MAX_TAKE = 2**62
@@ -81,7 +82,7 @@ def first_samples(data: Any, n: int | None, *, seed: int = 0) -> tuple[Inputs, T
         if (n is not None and isinstance(data, torch.utils.data.Dataset)
                 and not isinstance(data, torch.utils.data.IterableDataset)
                 and hasattr(data, "__len__") and len(data) > n):
-            gen = torch.Generator().manual_seed(int(seed))  # a random subset, as for tensors
+            gen = torch_generator(int(seed))  # a random subset, as for tensors
             data = torch.utils.data.Subset(data, torch.randperm(len(data), generator=gen)[:n])
         return take_samples(data, n or MAX_TAKE)
     inputs, targets = tensors
@@ -92,7 +93,7 @@ def first_samples(data: Any, n: int | None, *, seed: int = 0) -> tuple[Inputs, T
         raise ValueError("data is empty: no samples to diagnose")
     if n is None or inputs.shape[0] <= n:
         return inputs, targets
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch_generator(int(seed))
     idx = torch.randperm(inputs.shape[0], generator=gen)[:n]
     return inputs[idx.to(inputs.device)], targets[idx.to(targets.device)]
 

@@ -28,13 +28,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    ModelDataConfig,
+    SamplesConfig,
+)
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -48,12 +53,7 @@ LABELS = {
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=1000, metadata={"help": "training points the loss is averaged over"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
+class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
     scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
@@ -61,18 +61,14 @@ class Config:
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if self.num_inits < 3:
             raise ValueError("num_inits must be >= 3 to compute correlations")
-        if self.dim < 1:
-            raise ValueError("dim must be >= 1")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError("scale must be a positive number")
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
@@ -159,7 +155,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     return table
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -186,9 +182,9 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         ax.set_ylabel(LABELS[y])
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0, -1], label=r"prior mismatch $\|q-\bar p\|_2$")
-    fig.suptitle(f"{len(table)} random inits of {config.get('model')} on "
-                 f"{config.get('dataset')}, $\\alpha$ = {config.get('scale')}, "
-                 f"T = {config.get('temperature')}, d = {config.get('dim')}", fontsize=9)
+    fig.suptitle(f"{len(table)} random inits of {config.model} on "
+                 f"{config.dataset}, $\\alpha$ = {config.scale}, "
+                 f"T = {config.temperature}, d = {config.dim}", fontsize=9)
     return save_figure(fig, fig_dir, "confidence")
 
 
@@ -200,4 +196,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("scale", "temperature", "dim"),
 ))

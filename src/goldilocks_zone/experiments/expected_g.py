@@ -32,7 +32,6 @@ is Eq. 9's confident-output limit (:math:`\Gamma_p \to 1`), and the two are not 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,17 +40,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
-from goldilocks_zone.experiments.scale_sweep import (
+from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
-    band,
     check_log_range,
-    describe,
     record_problem,
     scale_grid,
     setup,
 )
+from goldilocks_zone.experiments._shared.plotting import band, describe
 
 
 @dataclass
@@ -132,7 +131,7 @@ def logit_panel(num_sets: int, num_classes: int, scales: tuple[float, ...], seed
     generator seeded with ``seed``) scaled by each value of ``scales``."""
     from goldilocks_zone.theory import gamma_p
 
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch_generator(int(seed))
     logits = torch.randn(num_sets, num_classes, generator=gen, dtype=torch.float64)
     rows = []
     for a in scales:
@@ -232,7 +231,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     fig, axes = new_figure(3, 1, width=3.5, height=2.9)
@@ -319,4 +318,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("panel", "term", "scale", "dim"),
 ))

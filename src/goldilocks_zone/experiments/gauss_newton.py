@@ -34,15 +34,14 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.scale_sweep import (
+from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
-    band,
     curvature_rows,
-    describe,
     record_problem,
     scale_grid,
     setup,
 )
+from goldilocks_zone.experiments._shared.plotting import band, describe
 
 TERMS = ("hessian", "g_term", "h_term")
 TERM_LABELS = {"hessian": r"Hessian $\nabla^2 L$", "g_term": "G-term", "h_term": "H-term"}
@@ -237,13 +236,13 @@ def _norm_limits(table: pd.DataFrame, fit: Mapping[str, Any]) -> tuple[float, fl
     return 10 ** (lo - pad), 10 ** (hi + pad)
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
-    fit = fit_small_scale_slopes(table, uniform_tolerance=float(config.get(
-        "uniform_tolerance", 0.01)), min_fit_points=int(config.get("min_fit_points", 3)))
+    fit = fit_small_scale_slopes(table, uniform_tolerance=config.uniform_tolerance,
+                                 min_fit_points=config.min_fit_points)
     mask = condition_mask(table)
     ylim = _norm_limits(table, fit)
     fig, axes = new_figure(3, 1, width=3.4, height=2.8)
@@ -326,4 +325,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("term", "scale", "temperature", "dim"),
 ))

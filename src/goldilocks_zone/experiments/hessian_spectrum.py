@@ -24,7 +24,6 @@ The table's ``section`` column: ``density`` (one row per grid point, stage and s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,20 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.config import ModelDataConfig, SamplesConfig, common
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
 
 @dataclass
-class Config:
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
-    model: str = field(default="mlp", metadata={"help": "model registry name"})
+class Config(SamplesConfig, ModelDataConfig):
+    model: str = common("model", "mlp")
+    num_samples: int = common("num_samples", 1000)
+
     widths: tuple[int, ...] = field(default=(32,),
                                     metadata={"help": "hidden widths (mlp only)"})
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
-    num_samples: int = field(default=1000, metadata={"help": "samples the loss averages over"})
     train_samples: int = field(default=5000, metadata={"help": "training set size"})
     train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
@@ -63,6 +63,7 @@ class Config:
     random_dim: int = field(default=1000, metadata={"help": "random model's D"})
 
     def validate(self) -> None:
+        super().validate()
         if self.num_probes < 1 or self.num_steps < 2:
             raise ValueError("num_probes >= 1 and num_steps >= 2 needed")
         if self.top_k < 2:
@@ -115,7 +116,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         loss_gradient,
     )
     from goldilocks_zone.curvature.slq import gaussian_density, stochastic_lanczos_quadrature
-    from goldilocks_zone.experiments.logit_clustering import (
+    from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         load_split,
         model_params,
@@ -211,7 +212,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     dens = table[table["section"] == "density"]
@@ -294,4 +295,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "source", "stage"),
 ))

@@ -27,26 +27,29 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments.radius_shell import (
+from goldilocks_zone.experiments._shared.architecture import (
     build_problem,
+    held_out_data,
     parameter_radius,
     parse_architecture,
 )
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.config import ProblemConfig, common
 
 SURFACES = ("hyperplane", "sphere")
 
 
 @dataclass
-class Config:
-    architecture: str = field(default="mlp:100",
-                              metadata={"help": "'mlp:W1xW2...' or a registered model name"})
+class Config(ProblemConfig):
+    model: str = common("model", "mlp:100")
+    dataset: str = common("dataset", "mnist-5k")
+    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+    seeds: tuple[int, ...] = common("seeds", (0, 1))
+    dtype: str = common("dtype", "float32")
+
     activation: str = "relu"
-    dataset: str = "mnist-5k"
-    num_train: int = field(default=4000, metadata={"help": "training samples (train split)"})
     num_test: int | None = field(default=None,
                                  metadata={"help": "held-out samples (test split; none = all)"})
     dims: tuple[int, ...] = field(default=(1, 3, 10, 30, 100, 300, 1000),
@@ -63,16 +66,14 @@ class Config:
     lr: float = 0.01
     steps: int = 1000
     batch_size: int | None = field(default=128, metadata={"help": "minibatch (none = full)"})
-    basis_kind: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    seeds: tuple[int, ...] = field(default=(0, 1), metadata={"help": "init/basis/batch seeds"})
+    basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
     data_seed: int = 0
     threads: int = field(default=1, metadata={
         "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def validate(self) -> None:
-        parse_architecture(self.architecture)
+        super().validate()
+        parse_architecture(self.model)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
         if not self.scales or min(self.scales) <= 0:
@@ -84,17 +85,15 @@ class Config:
             raise ValueError(f"fixed_dim={self.fixed_dim} must be one of dims {self.dims}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.num_train < 1 or self.steps < 1 or (self.num_test is not None
+        if self.num_samples < 1 or self.steps < 1 or (self.num_test is not None
                                                      and self.num_test < 1):
-            raise ValueError("num_train, num_test and steps must be positive")
-        if not self.seeds:
-            raise ValueError("seeds must be non-empty")
+            raise ValueError("num_samples, num_test and steps must be positive")
 
 
 QUICK = {
-    "architecture": "mlp:32",
+    "model": "mlp:32",
     "dataset": "digits",
-    "num_train": 1000,
+    "num_samples": 1000,
     "dims": (2, 8, 32, 128, 512),
     "scales": (0.1, 1.0, 10.0, 100.0),
     "fixed_dim": 32,
@@ -118,7 +117,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
         train_on_surface,
     )
 
-    arch = parse_architecture(config.architecture)
+    arch = parse_architecture(config.model)
     dims = sorted(set(int(d) for d in config.dims))
     # d outermost after the unconstrained runs, so only one basis is held at a time (D × d
     # floats; 300 MB for D = 80k, d = 1000 in float32). Each basis is shared by all radii and
@@ -131,7 +130,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     cache: dict[int, Any] = {}
     for seed, s, kind, d in ctx.progress(jobs, total=len(jobs), desc="trainings"):
         if seed not in cache:
-            problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_train,
+            problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
                                     seed=seed, activation=config.activation,
                                     dtype=config.dtype, device=config.device,
                                     data_seed=config.data_seed)
@@ -152,7 +151,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
         else:
             if d not in bases:
                 bases.clear()
-                bases[d] = random_basis(problem.num_params, d, kind=config.basis_kind,
+                bases[d] = random_basis(problem.num_params, d, kind=config.basis,
                                         seed=1_000_003 * seed + d, dtype=problem.inputs.dtype,
                                         device=problem.inputs.device)
             radius = float(anchor.norm()) if kind == "sphere" else None
@@ -177,21 +176,6 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     ctx.record("summary", summarise(table, threshold=config.threshold,
                                     fixed_dim=config.fixed_dim))
     return table
-
-
-def held_out_data(dataset: str, num_samples: int | None, *, like: torch.Tensor,
-                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_samples`` of the data set's *test* split (all with ``None``), seeded, with the
-    dtype and device of ``like``."""
-    from goldilocks_zone import data as data_lib
-
-    ds = data_lib.load(dataset, split="test")
-    n = ds.inputs.shape[0] if num_samples is None else num_samples
-    if n > ds.inputs.shape[0]:
-        raise ValueError(f"num_test={n} but {dataset}/test has {ds.inputs.shape[0]} samples")
-    pick = torch.randperm(ds.inputs.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    return ds.inputs[pick].to(dtype=like.dtype, device=like.device), ds.targets[pick].to(
-        like.device)
 
 
 def reference_accuracy(table: pd.DataFrame) -> float:
@@ -248,13 +232,13 @@ def summarise(table: pd.DataFrame, *, threshold: float, fixed_dim: int) -> dict[
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
-    threshold = float(config.get("threshold", 0.9))
+    threshold = config.threshold
     ref = reference_accuracy(table)
     kinds = [k for k in SURFACES if k in set(table["surface"])]
     scales = sorted(table["scale"].unique())
@@ -282,7 +266,7 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_dim")
 
-    fixed = int(config.get("fixed_dim", sorted(table["dim"].unique())[0]))
+    fixed = config.fixed_dim
     fig, axes = new_figure(2, 1, width=3.4, height=2.7)
     ax = axes[0, 0]
     markers = {"hyperplane": "o", "sphere": "s"}
@@ -334,4 +318,6 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("surface", "scale", "radius", "dim"),
+    renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
 ))

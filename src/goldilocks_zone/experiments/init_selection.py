@@ -42,13 +42,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments.hyperplane_training import held_out_data
-from goldilocks_zone.experiments.radius_shell import (
+from goldilocks_zone.curvature.random import numpy_generator
+from goldilocks_zone.experiments._shared.architecture import (
     build_problem,
+    held_out_data,
     parameter_radius,
     parse_architecture,
+)
+from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    ModelDataConfig,
+    SamplesConfig,
+    common,
 )
 
 # score column -> True when a *higher* score is predicted to train faster
@@ -56,20 +64,21 @@ SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss":
 
 
 @dataclass
-class Config:
-    architecture: str = field(default="mlp:100",
-                              metadata={"help": "'mlp:W1xW2...' or a registered model name"})
+class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
+    model: str = common("model", "mlp:100")
+    dataset: str = common("dataset", "mnist-5k")
+    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+    dim: int = common("dim", 20, "subspace dimension for the scores")
+    dtype: str = common("dtype", "float32")
+
     activation: str = "relu"
-    dataset: str = "mnist-5k"
-    num_train: int = field(default=4000, metadata={"help": "training samples (train split)"})
     num_test: int | None = field(default=None,
                                  metadata={"help": "held-out samples (test split; none = all)"})
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     log_scale_spread: float = field(
         default=1.0, metadata={"help": "init scales drawn log-uniformly in 10^[-spread, spread]"})
-    dim: int = field(default=20, metadata={"help": "subspace dimension for the scores"})
     score_samples: int = field(default=1000, metadata={"help": "samples for the scores"})
-    basis_kind: str = "orthonormal"
+    basis: str = "orthonormal"
     top_fraction: float = field(default=0.2, metadata={"help": "share called 'top-scored'"})
     optimizer: str = "sgd"
     lr: float = 0.02
@@ -85,11 +94,10 @@ class Config:
     data_seed: int = 0
     threads: int = field(default=1, metadata={
         "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
-    dtype: str = "float32"
-    device: str = "cpu"
 
     def validate(self) -> None:
-        parse_architecture(self.architecture)
+        super().validate()
+        parse_architecture(self.model)
         if self.num_inits < 4:
             raise ValueError(f"num_inits must be at least 4 to compare groups, got "
                              f"{self.num_inits}")
@@ -105,15 +113,15 @@ class Config:
                              f"{self.eval_every} so that it is logged")
         if not 0 < self.target_accuracy <= 1:
             raise ValueError("target_accuracy must be in (0, 1]")
-        if self.dim < 1 or self.score_samples < 1 or self.num_train < 1 or (
+        if self.dim < 1 or self.score_samples < 1 or self.num_samples < 1 or (
                 self.num_test is not None and self.num_test < 1):
-            raise ValueError("dim, score_samples, num_train and num_test must be positive")
+            raise ValueError("dim, score_samples, num_samples and num_test must be positive")
 
 
 QUICK = {
-    "architecture": "mlp:32",
+    "model": "mlp:32",
     "dataset": "digits",
-    "num_train": 1000,
+    "num_samples": 1000,
     "num_inits": 30,
     "dim": 10,
     "score_samples": 400,
@@ -139,8 +147,8 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
         train_on_surface,
     )
 
-    arch = parse_architecture(config.architecture)
-    rng = np.random.default_rng(config.seed)
+    arch = parse_architecture(config.model)
+    rng = numpy_generator(config.seed)
     init_seeds = rng.choice(2**31 - 1, size=config.num_inits, replace=False)
     log_scales = rng.uniform(-config.log_scale_spread, config.log_scale_spread,
                              size=config.num_inits)
@@ -148,12 +156,12 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     basis = None
     for i in ctx.progress(range(config.num_inits), total=config.num_inits, desc="inits"):
         seed, scale = int(init_seeds[i]), float(10.0 ** log_scales[i])
-        problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_train,
+        problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
                                 seed=seed, activation=config.activation, dtype=config.dtype,
                                 device=config.device, data_seed=config.data_seed)
         train = problem.data
         if basis is None:  # one subspace for all inits: the scores differ only by the init
-            basis = random_basis(problem.num_params, config.dim, kind=config.basis_kind,
+            basis = random_basis(problem.num_params, config.dim, kind=config.basis,
                                  seed=config.seed, dtype=problem.inputs.dtype,
                                  device=problem.inputs.device)
             ctx.record("dataset", getattr(problem.dataset, "fingerprint", None))
@@ -265,14 +273,14 @@ def summarise(comparison: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
-    speed_step = int(config.get("speed_step", 50))
-    steps = int(config.get("steps", table["step"].max()))
-    top_fraction = float(config.get("top_fraction", 0.2))
+    speed_step = config.speed_step
+    steps = config.steps
+    top_fraction = config.top_fraction
     inits = per_init(table, speed_step=speed_step, steps=steps)
     comparison = compare(table, speed_step=speed_step, top_fraction=top_fraction, steps=steps)
     labels = {"positive_curvature": r"$\kappa$ (positive curvature)",
@@ -328,4 +336,6 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("init", "step"),
+    renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
 ))

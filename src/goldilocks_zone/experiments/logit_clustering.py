@@ -15,102 +15,42 @@ samples (:class:`goldilocks_zone.theory.random_model.CosineAccumulator`, exact a
 Expected: :math:`q_{SLSC} > q_{SL} > q_{DL} \approx 0` for every dataset, architecture,
 activation and stage (the clustering that P2's random model assumes).
 
-:func:`sgd_trajectory`, the small functional minibatch-SGD loop used here, is shared with the
-``simplex`` experiment.
+:func:`~goldilocks_zone.experiments._shared.functional_training.sgd_trajectory`, the small
+functional minibatch-SGD loop used here, is shared with ``simplex`` and ``hessian-spectrum``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor, nn
-from torch.func import grad, jacrev, vmap
 
-from goldilocks_zone.curvature.functional import FunctionalModel
-from goldilocks_zone.curvature.functional import model_params as engine_params
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_dtype
-
-Params = dict[str, Tensor]
+from goldilocks_zone.experiments._shared.config import (
+    PrecisionConfig,
+    SamplesConfig,
+    SeedsConfig,
+    common,
+)
+from goldilocks_zone.experiments._shared.functional_training import (
+    Params,
+    accuracy_and_loss,
+    load_split,
+    model_params,
+    per_sample_jacobians,
+    sgd_trajectory,
+)
 
 STAGES = ("init", "trained")
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
-    """Fresh detached copies of the model's parameters (the model itself is never changed)."""
-    return {n: (p.to(dtype) if dtype is not None else p).clone()
-            for n, p in engine_params(model).items()}
-
-
-def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
-                   steps: int, lr: float, batch_size: int, seed: int = 0,
-                   yield_at: Sequence[int] = (), train_mode: bool = False
-                   ) -> Iterator[tuple[int, Params]]:
-    r"""Minibatch SGD :math:`\theta \leftarrow \theta - \eta \nabla_\theta \frac1B \sum_{b}
-    \ell(x_b, y_b)` on functional parameters; batches drawn without replacement each epoch
-    from ``seed``. Yields ``(step, params)`` at every step in ``yield_at`` (step 0 = the start)
-    and always at the last step; the yielded dicts are new tensors, never the model's.
-    Gradients are taken in eval mode (``train_mode=False``) or train mode (each minibatch's
-    BatchNorm statistics); the model's flags and buffers are left as they were. Frozen
-    parameters (``requires_grad=False``) are not updated."""
-    if steps < 0 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got steps={steps}, "
-                         f"batch_size={batch_size}, lr={lr}")
-    fm = FunctionalModel(model, params=params, train_mode=train_mode)
-
-    def loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(fm.logits(p, x), y)
-
-    step_grad = grad(loss)
-    gen = torch.Generator().manual_seed(int(seed))
-    n = inputs.shape[0]
-    bs = min(batch_size, n)
-    wanted = set(int(s) for s in yield_at) | {steps}
-    theta = {k: v.detach().clone() for k, v in fm.params.items()}
-    order = torch.randperm(n, generator=gen)
-    pos = 0
-    for step in range(steps + 1):
-        if step in wanted:
-            yield step, {k: v.clone() for k, v in {**fm.constants, **theta}.items()}
-        if step == steps:
-            break
-        if pos + bs > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + bs].to(inputs.device)
-        pos += bs
-        with fm.mode():
-            g = step_grad(theta, inputs[idx], targets[idx])
-        theta = {k: theta[k] - lr * g[k] for k in theta}
-
-
-def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
-                         chunk_size: int = 16, train_mode: bool = False) -> Iterator[Tensor]:
-    r"""Per-sample logit Jacobians :math:`J_\mu = \partial z(x_\mu)/\partial\theta`, yielded in
-    chunks of shape (B, K, D) (``parameters_to_vector`` order), by
-    ``vmap(jacrev(f))`` over the samples of each chunk (eval mode unless ``train_mode``; the
-    model's flags are restored)."""
-    fm = FunctionalModel(model, params=params, train_mode=train_mode)
-
-    def logits(p: Params, x: Tensor) -> Tensor:
-        return fm.logits(p, x[None])[0]
-
-    jac_fn = vmap(jacrev(logits), in_dims=(None, 0))
-    for start in range(0, inputs.shape[0], chunk_size):
-        with fm.mode():
-            jac = jac_fn(fm.params, inputs[start:start + chunk_size])
-        b = inputs[start:start + chunk_size].shape[0]
-        k = next(iter(jac.values())).shape[1]
-        yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
 
 
 def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor,
@@ -126,21 +66,14 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
     return acc.result()
 
 
-def accuracy_and_loss(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
-                      ) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy at ``params`` (eval mode)."""
-    fm = FunctionalModel(model, params=params)
-    with torch.no_grad(), fm.mode():
-        z = fm(inputs)
-        return (float((z.argmax(-1) == targets).double().mean()),
-                float(nn.functional.cross_entropy(z, targets)))
-
-
 # --------------------------------------------------------------------------- experiment
 
 
 @dataclass
-class Config:
+class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
+    num_samples: int = common("num_samples", 300, "class-balanced samples whose Jacobians are used")
+    dtype: str = common("dtype", "float32")
+
     datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
                                       metadata={"help": "dataset registry names"})
     models: tuple[str, ...] = field(default=("mlp", "small-cnn"),
@@ -149,18 +82,15 @@ class Config:
                                          metadata={"help": "hidden activations"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    num_samples: int = field(default=300,
-                             metadata={"help": "class-balanced samples whose Jacobians are used"})
     train_samples: int = field(default=5000, metadata={"help": "training set size"})
     train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
     lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
     batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "model/training seeds"})
     chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
+        super().validate()
         for name in ("datasets", "models", "activations", "seeds"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must list at least one entry")
@@ -172,25 +102,10 @@ class Config:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        torch_dtype(self.dtype)
 
 
 QUICK = {"datasets": ("digits", "mnist-5k"), "num_samples": 100, "train_samples": 1000,
          "train_steps": 150}
-
-
-def load_split(dataset: str, *, train_samples: int, probe_samples: int, data_seed: int,
-               dtype: torch.dtype):
-    """Training subset (``train_samples``, at most the split's size) and a class-balanced
-    probe subset of ``probe_samples`` drawn from it."""
-    from goldilocks_zone import data as data_lib
-
-    full = data_lib.load(dataset, split="train", seed=data_seed)
-    n_train = min(train_samples, len(full))
-    train = data_lib.subsample(full, n_train, seed=data_seed)
-    probe = data_lib.subsample(train, min(probe_samples, n_train), seed=data_seed + 1,
-                               balanced=True)
-    return train.to(dtype=dtype), probe.to(dtype=dtype)
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
@@ -256,7 +171,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     datasets = list(dict.fromkeys(table["dataset"]))
@@ -307,4 +222,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("dataset", "model", "activation", "stage"),
 ))

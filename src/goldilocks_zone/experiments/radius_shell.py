@@ -42,128 +42,62 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from goldilocks_zone.experiments._shared.architecture import (
+    build_problem,
+    kaiming_radius,
+    parameter_radius,
+    parse_architecture,
+)
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    SamplesConfig,
+    SeedsConfig,
+    common,
+)
 
 # --------------------------------------------------------------------------- architecture specs
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A parsed architecture spec: registry ``model`` name and its keyword options."""
-
-    spec: str
-    model: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_convolutional(self) -> bool:
-        return self.model in ("small-cnn", "lenet-5")
-
-    @property
-    def depth(self) -> int | None:
-        """Number of weight layers of an ``mlp`` spec (None otherwise)."""
-        widths = self.kwargs.get("widths")
-        return None if widths is None else len(widths) + 1
-
-
-def parse_architecture(spec: str) -> Architecture:
-    """``"mlp:100x50"`` -> Architecture("mlp", widths=(100, 50)); any other string is a registry
-    name used as is (checked when the model is built)."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("empty architecture spec")
-    if spec.startswith("mlp"):
-        _, _, rest = spec.partition(":")
-        if spec != "mlp" and not spec.startswith("mlp:"):
-            raise ValueError(f"architecture {spec!r}: write an MLP as 'mlp:W1xW2...' "
-                             f"(e.g. 'mlp:100x100')")
-        try:
-            widths = tuple(int(w) for w in rest.split("x")) if rest else (100, 100)
-        except ValueError:
-            raise ValueError(f"architecture {spec!r}: hidden widths must be integers separated "
-                             f"by 'x', e.g. 'mlp:100x100'") from None
-        if any(w < 1 for w in widths):
-            raise ValueError(f"architecture {spec!r}: widths must be positive")
-        return Architecture(spec, "mlp", {"widths": widths})
-    return Architecture(spec, spec, {})
-
-
-def parameter_radius(model: torch.nn.Module) -> float:
-    """‖θ‖₂ over all parameters (weights and biases)."""
-    return float(torch.linalg.vector_norm(
-        torch.nn.utils.parameters_to_vector(model.parameters()).detach().to(torch.float64)))
-
-
-def build_problem(arch: Architecture, *, dataset: str, num_samples: int | None, seed: int,
-                  activation: str, init: str = "xavier", dtype: str = "float64",
-                  device: str = "cpu", data_seed: int = 0, bias: bool = True):
-    """:func:`~goldilocks_zone.experiments._shared.common.load_problem`
-    for an architecture spec, with
-    a clear error when a convolutional net meets flat inputs."""
-    from goldilocks_zone.experiments._shared.common import load_problem
-
-    try:
-        return load_problem(model=arch.model, dataset=dataset, num_samples=num_samples,
-                            seed=seed, dtype=dtype, device=device, activation=activation,
-                            bias=bias, init=init, data_seed=data_seed,
-                            model_kwargs=arch.kwargs)
-    except ValueError as exc:
-        raise ValueError(f"architecture {arch.spec!r} on dataset {dataset!r}: {exc}") from exc
-
-
-def kaiming_radius(arch: Architecture, problem, *, activation: str, seed: int) -> float:
-    """‖θ‖ of a Kaiming initialisation of the same architecture, same seed (biases included)."""
-    from goldilocks_zone import models
-
-    net = models.create(arch.model, tuple(problem.dataset.input_shape), problem.num_classes,
-                        activation=activation, bias=True, init="kaiming", seed=seed,
-                        **arch.kwargs)
-    return parameter_radius(net)
 
 
 # --------------------------------------------------------------------------- config
 
 
 @dataclass
-class Config:
-    architectures: tuple[str, ...] = field(
+class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
+    num_samples: int = common("num_samples", 1000)
+    seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
+
+    models: tuple[str, ...] = field(
         default=("mlp:100", "mlp:400", "mlp:100x100", "mlp:100x100x100", "small-cnn"),
         metadata={"help": "networks: 'mlp:W1xW2...' (hidden widths) or a registered model name"})
     activations: tuple[str, ...] = field(default=("relu", "tanh"),
                                          metadata={"help": "hidden activations"})
     datasets: tuple[str, ...] = field(default=("mnist-5k", "fashion-mnist", "digits"),
                                       metadata={"help": "real data sets"})
-    num_samples: int = field(default=1000, metadata={"help": "samples the loss is averaged over"})
     radius_lo: float = field(default=-2.0,
                              metadata={"help": "smallest radius, log10(r / r_Xavier)"})
     radius_hi: float = field(default=2.0, metadata={"help": "largest radius, log10(r / r_Xavier)"})
     per_decade: int = field(default=4, metadata={"help": "radius grid points per decade"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
-    basis_kind: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2),
-                                   metadata={"help": "init (and basis) seeds"})
+    basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
     batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
     threads: int = field(default=1, metadata={
         "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
-    dtype: str = "float64"
-    device: str = "cpu"
 
     def validate(self) -> None:
-        if not self.architectures or not self.activations or not self.datasets:
-            raise ValueError("architectures, activations and datasets must be non-empty")
-        for spec in self.architectures:
+        super().validate()
+        if not self.models or not self.activations or not self.datasets:
+            raise ValueError("models, activations and datasets must be non-empty")
+        for spec in self.models:
             parse_architecture(spec)
         if not self.radius_lo < 0.0 < self.radius_hi:
             raise ValueError(f"the radius grid must straddle the Xavier radius: need "
                              f"radius_lo < 0 < radius_hi, got {self.radius_lo}, {self.radius_hi}")
         if self.per_decade < 1 or self.dim < 1 or self.num_samples < 1:
             raise ValueError("per_decade, dim and num_samples must be positive")
-        if not self.seeds:
-            raise ValueError("seeds must be non-empty")
 
     @property
     def relative_radii(self) -> np.ndarray:
@@ -173,7 +107,7 @@ class Config:
 
 
 QUICK = {
-    "architectures": ("mlp:32", "mlp:32x32", "small-cnn"),
+    "models": ("mlp:32", "mlp:32x32", "small-cnn"),
     "activations": ("relu", "tanh"),
     "datasets": ("digits",),
     "num_samples": 400,
@@ -198,7 +132,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     rel = config.relative_radii
     settings = [(parse_architecture(a), act, ds, seed) for ds in config.datasets
-                for a in config.architectures for act in config.activations
+                for a in config.models for act in config.activations
                 for seed in config.seeds]
     rows: list[dict[str, Any]] = []
     fingerprints: dict[str, Any] = {}
@@ -209,7 +143,7 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
         fingerprints[ds] = getattr(problem.dataset, "fingerprint", None)
         r_x = parameter_radius(problem.model)
         r_k = kaiming_radius(arch, problem, activation=act, seed=seed)
-        basis = random_basis(problem.num_params, config.dim, kind=config.basis_kind,
+        basis = random_basis(problem.num_params, config.dim, kind=config.basis,
                              seed=10_000 + seed, dtype=problem.inputs.dtype,
                              device=problem.inputs.device)
         for ratio in rel:
@@ -298,7 +232,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- plot
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -396,4 +330,6 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("architecture", "activation", "dataset", "radius", "scale", "dim"),
+    renamed={"architectures": "models", "basis_kind": "basis"},
 ))

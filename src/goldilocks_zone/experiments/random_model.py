@@ -25,7 +25,6 @@ The table has a ``section`` column: ``spectrum`` (one row per eigenvalue), ``mar
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,16 @@ import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid
+from goldilocks_zone.experiments._shared.config import SamplesConfig, SeedsConfig, common
 
 
 @dataclass
-class Config:
+class Config(SeedsConfig, SamplesConfig):
+    num_samples: int = common("num_samples", 500, "samples N (balanced labels)")
+    seeds: tuple[int, ...] = common("seeds", (0, 1, 2), "simulation seeds")
+
     dim: int = field(default=1000, metadata={"help": "number of parameters D"})
     num_classes: int = field(default=10, metadata={"help": "classes C (= logits K)"})
-    num_samples: int = field(default=500, metadata={"help": "samples N (balanced labels)"})
     sigma_z: float = field(default=1.0, metadata={"help": "logit scale at the reference point"})
     label_margin: float = field(
         default=3.0, metadata={"help": "true-class logit shift in units of sigma_z (0: blind)"})
@@ -51,7 +53,6 @@ class Config:
     sigma_shared: float = field(
         default=0.0, metadata={"help": "logit-specific component shared by all classes"})
     sigma_h: float = field(default=10.0, metadata={"help": "logit-Hessian (GOE) scale"})
-    seeds: tuple[int, ...] = field(default=(0, 1, 2), metadata={"help": "simulation seeds"})
     top_k: int = field(default=10, metadata={"help": "eigenvectors for the gradient power"})
     min_gap_ratio: float = field(
         default=1.5, metadata={"help": "relative gap that separates the outlier group"})
@@ -66,9 +67,8 @@ class Config:
         default=0.0, metadata={"help": "sigma_h grows as sigma_z**hessian_growth"})
 
     def validate(self) -> None:
+        super().validate()
         self.params()  # checks the model's parameters
-        if not self.seeds:
-            raise ValueError("seeds must list at least one seed")
         if not 1 <= self.top_k <= self.dim:
             raise ValueError(f"top_k must be in [1, dim], got {self.top_k}")
         if self.min_gap_ratio <= 1:
@@ -180,14 +180,14 @@ def summarise(table: pd.DataFrame, top_k: int, label_margin: float) -> dict[str,
 # --------------------------------------------------------------------------- figures
 
 
-def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Mapping[str, Any]
+def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Config
                      ) -> None:
-    top_k = int(config.get("top_k", 10))
+    top_k = config.top_k
     top = f"gradient_power_top{top_k}"
     seed = int(spec["seed"].min())
     s = spec[spec["seed"] == seed].sort_values("index")
     ev, nev = s["eigenvalue"].to_numpy(), s["null_eigenvalue"].to_numpy()
-    ref_margin = float(config.get("label_margin", 3.0))
+    ref_margin = config.label_margin
     ref = margin[(margin["seed"] == seed) & np.isclose(margin["label_margin"], ref_margin)]
     edge = float(ref["bulk_edge"].iloc[0]) if not ref.empty else float(nev.max())
     n_out = int(ref["num_outliers"].iloc[0]) if not ref.empty else 0
@@ -242,17 +242,17 @@ def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Map
     ax3.plot(xs, g[("num_outliers", "mean")], "s--", color="C3", markersize=4,
              label="separated outliers")
     ax3.set_ylabel("separated outliers", color="C3")
-    ax3.set_ylim(0, max(2 * float(config.get("num_classes", 10)), 1))
-    ax3.axhline(float(config.get("num_classes", 10)), color="C3", linewidth=0.6, alpha=0.5)
+    ax3.set_ylim(0, max(2 * config.num_classes, 1))
+    ax3.axhline(config.num_classes, color="C3", linewidth=0.6, alpha=0.5)
     ax3.grid(False)
     ax.set_title("(c) labels single out C outliers")
 
 
-def _sweep_panels(axes, sweep: pd.DataFrame, config: Mapping[str, Any]) -> None:
-    from goldilocks_zone.experiments.scale_sweep import band
+def _sweep_panels(axes, sweep: pd.DataFrame, config: Config) -> None:
+    from goldilocks_zone.experiments._shared.plotting import band
 
-    top_k = int(config.get("top_k", 10))
-    gamma = config.get("gradient_growth", 1.0)
+    top_k = config.top_k
+    gamma = config.gradient_growth
     ax = axes[0]
     band(ax, sweep, "sigma_z", "top_eigenvalue", color="C0", label="Hessian")
     band(ax, sweep, "sigma_z", "spectral_norm_h", color="C2", marker=None, linestyle="--",
@@ -279,7 +279,7 @@ def _sweep_panels(axes, sweep: pd.DataFrame, config: Mapping[str, Any]) -> None:
     band(ax, sweep, "sigma_z", f"gradient_power_top{top_k}", color="C1",
          label=f"gradient power in top {top_k}")
     ent = sweep.assign(norm_entropy=sweep["mean_entropy"]
-                       / math.log(float(config.get("num_classes", 10))))
+                       / math.log(config.num_classes))
     band(ax, ent, "sigma_z", "norm_entropy", color="C4", marker=None, linestyle="--",
          label=r"mean entropy / $\log C$")
     ax.set_xscale("log")
@@ -289,7 +289,7 @@ def _sweep_panels(axes, sweep: pd.DataFrame, config: Mapping[str, Any]) -> None:
     ax.legend(fontsize=7)
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
@@ -316,4 +316,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "label_margin", "sigma_z", "dim"),
 ))

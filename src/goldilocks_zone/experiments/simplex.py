@@ -29,7 +29,6 @@ The table's ``section`` column: ``training``, ``simplex`` (one row per sample an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,14 @@ import torch
 from goldilocks_zone.curvature.functional import FunctionalModel
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.config import ModelDataConfig, PrecisionConfig, common
 
 
 @dataclass
-class Config:
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset registry name"})
-    model: str = field(default="mlp", metadata={"help": "model registry name"})
+class Config(ModelDataConfig, PrecisionConfig):
+    model: str = common("model", "mlp")
+    dtype: str = common("dtype", "float32")
+
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
     bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
@@ -75,9 +76,9 @@ class Config:
     per_decade: int = field(default=4, metadata={"help": "alpha grid points per decade"})
     seed: int = field(default=0, metadata={"help": "model/training seed"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
 
     def validate(self) -> None:
+        super().validate()
         if len(self.classes) != 3 or len(set(self.classes)) != 3:
             raise ValueError(f"classes must be 3 distinct class indices, got {self.classes}")
         if any(not 0 < f <= 1 for f in self.simplex_fractions) or not self.simplex_fractions:
@@ -92,7 +93,6 @@ class Config:
                              f"{self.log10_scale}")
         if self.jacobian_samples < 1 or self.probe_samples < 3:
             raise ValueError("jacobian_samples >= 1 and probe_samples >= 3 needed")
-        torch_dtype(self.dtype)
 
 
 QUICK = {"dataset": "digits", "train_samples": 1000, "probe_samples": 150,
@@ -135,7 +135,7 @@ def _logits(net: torch.nn.Module, theta: dict[str, torch.Tensor], x: torch.Tenso
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone import models as model_lib
-    from goldilocks_zone.experiments.logit_clustering import (
+    from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         load_split,
         model_params,
@@ -281,11 +281,11 @@ def _ternary(ax, points: pd.DataFrame, names: list[str], title: str) -> None:
     ax.set_title(title, fontsize=8.5)
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
-    classes = list(config.get("classes", (0, 1, 2)))
+    classes = list(config.classes)
     names = [f"class {c}" for c in classes]
     sx = table[table["section"] == "simplex"]
     if not sx.empty:
@@ -354,4 +354,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("section", "source", "stage", "step"),
 ))

@@ -27,7 +27,6 @@ temperature range is the number of weight layers (``nominal_degree`` overrides i
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,14 @@ import torch
 from torch import nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments.scale_sweep import (
+from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
-    band,
     curvature_rows,
-    describe,
     record_problem,
     scale_grid,
     setup,
 )
+from goldilocks_zone.experiments._shared.plotting import band, describe
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -177,7 +175,7 @@ def _power(x, exponent: float):
         return np.power(np.asarray(x, dtype=float), exponent)
 
 
-def plot(table: pd.DataFrame, config: Mapping[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -238,4 +236,5 @@ EXPERIMENT = register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("sweep", "term", "scale", "temperature", "dim"),
 ))

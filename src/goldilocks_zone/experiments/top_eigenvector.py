@@ -32,39 +32,30 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.config import ProblemConfig
 
 STATISTICS = ("mean", "rms")
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100",
-                       metadata={"help": "registry model whose first layer sees all pixels"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=1000, metadata={"help": "training points the Hessian is averaged over"})
+class Config(ProblemConfig):
     scales: tuple[float, ...] = field(
         default=(5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
         metadata={"help": "initialisation scales alpha"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init seeds"})
     max_iterations: int = field(default=100, metadata={"help": "Lanczos steps"})
     tol: float = field(default=1e-6, metadata={"help": "Lanczos relative tolerance"})
     term: str = field(default="hessian", metadata={"help": "hessian, g_term or h_term"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
         if self.max_iterations < 2:
             raise ValueError("max_iterations must be >= 2")
         if self.term not in ("hessian", "g_term", "h_term"):
@@ -171,7 +162,7 @@ def images_from_table(table: pd.DataFrame, scale: float, seed: int, statistic: s
     return img
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
@@ -200,8 +191,8 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
                 if c == 0:
                     ax.set_ylabel("mean over units" if stat == "mean" else "RMS over units",
                                   fontsize=8)
-        fig.suptitle(f"Top Hessian eigenvector, first-layer block: {config.get('model')} on "
-                     f"{config.get('dataset')} (seed {seed})", fontsize=9)
+        fig.suptitle(f"Top Hessian eigenvector, first-layer block: {config.model} on "
+                     f"{config.dataset} (seed {seed})", fontsize=9)
         name = "top_eigenvector" if len(table["seed"].unique()) == 1 else \
             f"top_eigenvector_seed{seed}"
         paths += save_figure(fig, fig_dir, name)
@@ -216,4 +207,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("term", "scale"),
 ))

@@ -45,21 +45,20 @@ from goldilocks_zone.experiments._shared.common import (
     torch_device,
     torch_dtype,
 )
+from goldilocks_zone.experiments._shared.config import ProblemConfig, common
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    num_samples: int | None = field(
-        default=10000, metadata={"help": "training points (subsample; None = all)"})
+class Config(ProblemConfig):
+    num_samples: int | None = common("num_samples", 10000)
+    dtype: str = common("dtype", "float32")
+
     test_samples: int | None = field(
         default=10000, metadata={"help": "test points from the test split (None = all)"})
     scales: tuple[float, ...] = field(
         default=log_grid(-2, 2, 2), metadata={"help": "initialisation scales alpha"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init seeds"})
     base_lr: float = field(default=0.1, metadata={"help": "eta_0; lr = eta_0 / alpha^(L-2)"})
     depth: int | None = field(
         default=None, metadata={"help": "L for the lr rule (None: homogeneity degree)"})
@@ -80,18 +79,14 @@ class Config:
         default=10.0, metadata={"help": "'diverged' if final loss > factor * initial"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
         if self.steps < 1 or self.log_every < 1:
             raise ValueError("steps and log_every must be >= 1")
         if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
@@ -223,7 +218,7 @@ _LABEL_STYLE = {
 }
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -271,9 +266,9 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
     if norm is not None:
         sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6)
-    fig.suptitle(f"Full-batch GD from scaled inits: {config.get('model')} on "
-                 f"{config.get('dataset')}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
-                 f"$\\eta_0$ = {config.get('base_lr')} (× = diverged)", fontsize=9)
+    fig.suptitle(f"Full-batch GD from scaled inits: {config.model} on "
+                 f"{config.dataset}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
+                 f"$\\eta_0$ = {config.base_lr} (× = diverged)", fontsize=9)
     paths += save_figure(fig, fig_dir, "trainability_curves", tight_layout=False)
 
     final = final_table(table)
@@ -306,4 +301,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("scale",),
 ))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import cpu_threads, torch_device, torch_dtype
 
@@ -126,7 +127,7 @@ def train_and_monitor(net, inputs, targets, *, lr: float, epochs: int, batch_siz
     import torch.nn.functional as F
 
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed)
     n = inputs.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     step = 0

@@ -73,21 +73,22 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
 
 GAUSSIAN = "gaussian"
 
 
 @dataclass
-class Config:
-    model: str = field(default="lenet-300-100", metadata={"help": "registry model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
+class Config(SubspaceConfig):
+    num_samples: int = common(
+        "num_samples", 5000, "points per data set in part (a) (capped by the data)")
+
     other_dataset: str = field(
         default="mnist-5k",
         metadata={"help": "second real data set of the same input shape ('' to skip)"})
-    num_samples: int = field(
-        default=5000, metadata={"help": "points per data set in part (a) (capped by the data)"})
     imbalance_ratio: float = field(
         default=100.0, metadata={"help": "largest/smallest class of the imbalanced sets"})
     reference_scale: float = field(
@@ -103,12 +104,8 @@ class Config:
         default=True, metadata={"help": "also run (b) on random Gaussian inputs"})
     full_gradient: bool = field(
         default=True, metadata={"help": "(b): also the full-space gradient norm"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d for part (b)"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init (and basis) seeds"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float64", metadata={"help": "float64 or float32"})
-    device: str = "cpu"
     batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
     ddof: int = field(
@@ -117,7 +114,7 @@ class Config:
                           "the authors' torch.std)"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
+        super().validate()
         if self.ddof not in (0, 1):
             raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
         torch_device(self.device)
@@ -133,10 +130,6 @@ class Config:
             raise ValueError("uniform_scale must be positive (or none for automatic)")
         if not self.prior_scale > 0:
             raise ValueError("prior_scale must be positive")
-        if self.dim < 1:
-            raise ValueError("dim must be >= 1")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
 
 
 QUICK = {
@@ -164,7 +157,7 @@ def _load_full(name: str, like: Any | None, *, seed: int, size: int) -> Any:
 
 def _disjoint_balanced(ds: Any, n: int, parts: int, seed: int) -> list[Any]:
     """``parts`` disjoint class-balanced subsets of ``ds`` of (at most) ``n`` points each."""
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     targets = ds.targets.cpu().numpy()
     k = ds.num_classes
     per_class = min(n // k, min(int((targets == c).sum()) for c in range(k)) // parts)
@@ -526,7 +519,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------- figures
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
     paths: list[Path] = []
@@ -622,4 +615,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("part", "scale", "dim"),
 ))

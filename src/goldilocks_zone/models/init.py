@@ -21,6 +21,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from goldilocks_zone.curvature.random import torch_generator
+
 INIT_SCHEMES = ("kaiming", "kaiming-uniform", "xavier", "xavier-uniform")
 
 # Largest seed drawn from the global generator when the caller passes ``seed=None``.
@@ -37,9 +39,7 @@ def make_generator(seed: int | None) -> torch.Generator:
         seed = int(torch.randint(0, _MAX_SEED, (1,)).item())
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed)
-    return gen
+    return torch_generator(seed)
 
 
 def fans(weight: Tensor) -> tuple[int, int]:

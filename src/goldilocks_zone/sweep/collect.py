@@ -166,7 +166,7 @@ def draw_sweep_figures(experiment_ref: str, table: pd.DataFrame, sweep: dict[str
         fig_dir = fig_root if len(groups) == 1 else fig_root / _slug(dict(zip(by, ident)))
         fig_dir.mkdir(parents=True, exist_ok=True)
         try:
-            figures.extend(Path(f) for f in experiment.plot(rows, config, fig_dir))
+            figures.extend(Path(f) for f in experiment.draw(rows, config, fig_dir))
         except Exception as exc:  # noqa: BLE001 - a figure must never lose results
             label = ", ".join(f"{k}={v}" for k, v in zip(by, ident)) or "all points"
             errors.append(f"figure for {label} failed: {type(exc).__name__}: {exc}")

@@ -67,7 +67,7 @@ def device_description(device: str | None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _plotter(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any]):
+def _plotter(experiment: Experiment, table: pd.DataFrame, config: Any):
     def draw(fig_dir: Path) -> tuple[list[Path], list[str]]:
         import matplotlib
 
@@ -75,14 +75,14 @@ def _plotter(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any]
         import matplotlib.pyplot as plt
 
         try:
-            return [Path(p) for p in experiment.plot(table, config, fig_dir)], []
+            return [Path(p) for p in experiment.draw(table, config, fig_dir)], []
         finally:
             plt.close("all")
 
     return draw
 
 
-def draw_figures(experiment: Experiment, table: pd.DataFrame, config: dict[str, Any],
+def draw_figures(experiment: Experiment, table: pd.DataFrame, config: Any,
                  out_dir: Path) -> list[Path]:
     """Draw ``experiment``'s figures from ``table`` into ``out_dir/figures`` (atomically)."""
     return write_figures(Path(out_dir), _plotter(experiment, table, config))[0]
@@ -121,7 +121,7 @@ def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = N
         "num_rows": len(table),
     }
     if out_dir is not None:
-        draw = _plotter(experiment, table, config_dict) if plot else None
+        draw = _plotter(experiment, table, config) if plot else None
         manifest = write_results(out_dir, table, manifest, draw=draw)
     return table, manifest
 

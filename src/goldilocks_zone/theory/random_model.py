@@ -71,6 +71,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.random import torch_generator
+from goldilocks_zone.theory.formulas import matrix_positive_curvature
+
 __all__ = [
     "GradientOverlap",
     "LogitGradientCosines",
@@ -173,9 +176,7 @@ def _streams(seed: int) -> list[int]:
 
 
 def _gen(seed: int) -> torch.Generator:
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
-    return g
+    return torch_generator(seed)
 
 
 def _goe(dim: int, gen: torch.Generator, *, dtype: torch.dtype = torch.float64,
@@ -400,17 +401,6 @@ def gradient_overlap(hessian: Tensor, gradient: Tensor) -> GradientOverlap:
     return GradientOverlap(eigenvalues=ev, cosines=cos)
 
 
-def _kappa(ev: Tensor) -> float:
-    frob = float(ev.norm())
-    return float(ev.sum()) / frob if frob > 0 else 0.0
-
-
-def _kappa_matrix(a: Tensor) -> float:
-    """:math:`\\mathrm{Tr}A/\\|A\\|_F` without an eigendecomposition (0 for A = 0)."""
-    frob = float(torch.linalg.matrix_norm(a))
-    return float(a.diagonal().sum()) / frob if frob > 0 else 0.0
-
-
 def _spectral_norm(a: Tensor) -> float:
     """:math:`\\max|\\lambda|` of a symmetric matrix by Lanczos (cheaper than ``eigvalsh``)."""
     from goldilocks_zone.curvature import lanczos
@@ -435,9 +425,9 @@ def analyse_spectrum(sample: RandomModelSample, *, edge: float | None = None, to
     out = count_outliers(ov.eigenvalues, edge, min_gap_ratio=min_gap_ratio)
     return {
         "top_eigenvalue": float(ov.eigenvalues[0]),
-        "positive_curvature": _kappa(ov.eigenvalues),
-        "positive_curvature_g": _kappa_matrix(sample.g_term),
-        "positive_curvature_h": _kappa_matrix(sample.h_term),
+        "positive_curvature": float(matrix_positive_curvature(sample.hessian)),
+        "positive_curvature_g": float(matrix_positive_curvature(sample.g_term)),
+        "positive_curvature_h": float(matrix_positive_curvature(sample.h_term)),
         "fraction_positive": float((ov.eigenvalues > 0).double().mean()),
         "spectral_norm": float(ov.eigenvalues.abs().max()),
         "spectral_norm_g": _spectral_norm(sample.g_term),

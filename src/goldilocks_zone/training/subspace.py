@@ -43,6 +43,7 @@ from goldilocks_zone.curvature.functional import (
     num_params,
     unflatten,
 )
+from goldilocks_zone.curvature.random import torch_generator
 
 __all__ = [
     "ParameterLayout",
@@ -301,7 +302,7 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
         opt: torch.optim.Optimizer = torch.optim.Adam([u], lr=lr)
     else:
         opt = torch.optim.SGD([u], lr=lr, momentum=momentum)
-    generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    generator = torch_generator(0 if seed is None else int(seed))
     batches = _batches(inputs.shape[0], batch_size, generator)
 
     log: dict[str, list[float]] = {k: [] for k in ("step", "train_loss", "train_accuracy",

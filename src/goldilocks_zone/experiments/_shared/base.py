@@ -7,7 +7,8 @@ Every experiment module defines
 * ``QUICK``: overrides that make the experiment finish in a few minutes on 2 CPU cores while
   still showing the qualitative result;
 * ``run(config, ctx) -> pandas.DataFrame``: one tidy row per measured point;
-* ``plot(table, config, fig_dir) -> list[Path]``: draws the paper's figure from the table alone;
+* ``plot(table, config, fig_dir) -> list[Path]``: draws the paper's figure from the table and
+  the typed config alone;
 
 and registers them with :func:`register`. The runner (:mod:`goldilocks_zone.sweep.runner`)
 and the sweep engine (:mod:`goldilocks_zone.sweep`) only talk to this protocol.
@@ -68,14 +69,30 @@ class Experiment:
     summary: str
     config_cls: type
     run: Callable[[Any, RunContext], pd.DataFrame]
-    plot: Callable[[pd.DataFrame, Mapping[str, Any], Path], list[Path]]
+    plot: Callable[[pd.DataFrame, Any, Path], list[Path]]
     quick: Mapping[str, Any] = field(default_factory=dict)
+    #: Columns that identify a measured point (besides ``seed``); the CLI averages the
+    #: measurements over seeds per point for its short printed table.
+    key_columns: tuple[str, ...] = ()
+    #: Old config field name -> new name, so manifests written before a rename still load.
+    renamed: Mapping[str, str] = field(default_factory=dict)
 
     def default_config(self, *, quick: bool = False, **overrides: Any) -> Any:
         """The paper's config, optionally with the quick preset, then ``overrides`` applied."""
         values: dict[str, Any] = dict(self.quick) if quick else {}
         values.update(overrides)
         return make_config(self.config_cls, values)
+
+    def config_from_dict(self, values: Mapping[str, Any]) -> Any:
+        """The typed config from a JSON/TOML mapping (e.g. a manifest's ``config``), with
+        old field names (:attr:`renamed`) mapped to the current ones."""
+        return make_config(self.config_cls, {self.renamed.get(k, k): v for k, v in values.items()})
+
+    def draw(self, table: pd.DataFrame, config: Any, fig_dir: Path) -> list[Path]:
+        """``plot(table, config, fig_dir)`` with ``config`` typed (a mapping is converted)."""
+        if isinstance(config, Mapping):
+            config = self.config_from_dict(config)
+        return list(self.plot(table, config, fig_dir))
 
     @property
     def parameters(self) -> dict[str, dataclasses.Field]:

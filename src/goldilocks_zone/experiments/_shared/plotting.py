@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import pandas as pd
 
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,3 +51,25 @@ def save_figure(fig, fig_dir: Path, name: str, *, tight_layout: bool = True) -> 
         fig.savefig(p, bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def band(ax, table: pd.DataFrame, x: str, y: str, *, label: str | None = None,
+         color: str | None = None, marker: str | None = "o", linestyle: str = "-",
+         alpha: float = 0.2, markersize: float = 3.0, **kwargs):
+    """Seed mean of ``y`` against ``x`` with a min-max band over seeds; returns the line."""
+    g = table.groupby(x)[y].agg(["mean", "min", "max", "count"]).sort_index()
+    xs = g.index.to_numpy(dtype=float)
+    (line,) = ax.plot(xs, g["mean"].to_numpy(), label=label, color=color, marker=marker,
+                      linestyle=linestyle, markersize=markersize, **kwargs)
+    if (g["count"] > 1).any():
+        ax.fill_between(xs, g["min"].to_numpy(), g["max"].to_numpy(), color=line.get_color(),
+                        alpha=alpha, linewidth=0)
+    return line
+
+
+def describe(config: Any) -> str:
+    """Short subtitle of a curvature config: model, dataset, samples, d, basis, seeds."""
+    seeds = config.seeds
+    return (f"{config.model} on {config.dataset} "
+            f"(S={config.num_samples}, d={config.dim}, {config.basis} "
+            f"basis, {len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
