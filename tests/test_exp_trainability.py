@@ -106,8 +106,8 @@ def test_gradient_descent_is_functional_and_records_zero_logits():
     assert label == "zero-logits"
     # a huge step overflows float32 and is reported, not raised
     model32 = models.create("demo", (2,), 3, seed=0)
-    wild = gradient_descent(model32, (ds.inputs, ds.targets), lr=1e30, steps=20, log_every=5,
-                            scale=10.0)
+    wild = gradient_descent(model32, (ds.inputs.float(), ds.targets), lr=1e30, steps=20,
+                            log_every=5, scale=10.0)
     assert wild.diverged and not wild.history[-1]["finite"]
     assert not np.isfinite(wild.history[-1]["train_loss"]) or \
         not np.isfinite(wild.history[-1]["grad_norm"])

@@ -23,7 +23,7 @@ from goldilocks_zone.monitor import CurvatureMonitor
 
 def test_config_checks_and_registration():
     exp = get("training-geometry")
-    assert exp.default_config(quick=True).train_samples < 60_000
+    assert exp.default_config(quick=True).num_samples < 60_000
     assert exp.default_config().models == ("lenet-300-100", "small-cnn")
     with pytest.raises(ValueError, match="scales"):
         exp.default_config(scales=(0.0, 1.0))
@@ -33,7 +33,7 @@ def test_config_checks_and_registration():
 
 @pytest.mark.slow
 def test_tiny_run_table_checks_and_figure(tmp_path):
-    config = Config(models=("lenet-300-100",), dataset="digits", train_samples=300,
+    config = Config(models=("lenet-300-100",), dataset="digits", num_samples=300,
                     scales=(0.1, 1.0, 10.0), epochs=2, batch_size=50, monitor_every=3,
                     monitor_samples=48, dim=4, lanczos_iterations=8, budget_s=60.0)
     ctx = RunContext(show_progress=False)
@@ -54,7 +54,7 @@ def test_tiny_run_table_checks_and_figure(tmp_path):
     assert c["passed"].dtype == bool
     summary = ctx.provenance["summary"]
     assert any(k.endswith("gradient confinement") for k in summary)
-    paths = plot(table, {"dataset": "digits", "base_lr": 0.05}, tmp_path)
+    paths = plot(table, config, tmp_path)
     assert (tmp_path / "training_geometry.png").stat().st_size > 10_000 and len(paths) == 2
 
 

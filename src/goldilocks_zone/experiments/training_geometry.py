@@ -34,6 +34,13 @@ import pandas as pd
 from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import cpu_threads, torch_device, torch_dtype
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    DimConfig,
+    SamplesConfig,
+    SeedsConfig,
+    common,
+)
 
 #: Thresholds of the numeric checks (module docstring).
 CONFINEMENT_THRESHOLD = 0.5
@@ -41,15 +48,14 @@ FALL_FRACTION = 0.9
 
 
 @dataclass
-class Config:
+class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
     models: tuple[str, ...] = field(default=("lenet-300-100", "small-cnn"),
                                     metadata={"help": "registry model names"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "registry dataset name"})
-    train_samples: int | None = field(
-        default=None, metadata={"help": "training points (subsample; None = all)"})
+    dataset: str = common("dataset", "fashion-mnist")
+    num_samples: int | None = common("num_samples", None,
+                                     "training points (subsample; none = all)")
     scales: tuple[float, ...] = field(
         default=(0.1, 1.0, 10.0), metadata={"help": "initialisation scales alpha"})
-    seeds: tuple[int, ...] = field(default=(0,), metadata={"help": "init (and basis) seeds"})
     cnn_channels: tuple[int, ...] = field(
         default=(16, 32, 32), metadata={"help": "channels of small-cnn's conv stages"})
     epochs: int = field(default=10, metadata={"help": "training epochs"})
@@ -58,26 +64,21 @@ class Config:
     momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
     monitor_every: int = field(default=100, metadata={"help": "monitor every k SGD steps"})
     monitor_samples: int = field(default=512, metadata={"help": "held-aside samples"})
-    dim: int = field(default=50, metadata={"help": "subspace dimension d"})
     lanczos_iterations: int = field(default=40, metadata={"help": "Lanczos steps"})
     budget_s: float = field(default=60.0, metadata={"help": "seconds per measurement"})
     activation: str = "relu"
     init: str = "kaiming"
-    dtype: str = field(default="float32", metadata={"help": "float32 or float64"})
-    device: str = "cpu"
+    dtype: str = common("dtype", "float32")
     threads: int = field(default=1, metadata={"help": "intra-op CPU threads (0 = torch's)"})
     data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
 
     def validate(self) -> None:
-        torch_dtype(self.dtype)
-        torch_device(self.device)
+        super().validate()
         if not self.models:
             raise ValueError("models must not be empty")
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
-        if not self.seeds:
-            raise ValueError("seeds must not be empty")
-        for name in ("epochs", "batch_size", "monitor_every", "monitor_samples", "dim",
+        for name in ("epochs", "batch_size", "monitor_every", "monitor_samples",
                      "lanczos_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -90,7 +91,7 @@ class Config:
 
 
 QUICK = {
-    "train_samples": 2000,
+    "num_samples": 2000,
     "epochs": 3,
     "monitor_every": 8,
     "monitor_samples": 64,
@@ -152,7 +153,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.monitor import CurvatureMonitor
 
     dt, dev = torch_dtype(config.dtype), torch_device(config.device)
-    ds = data_lib.load(config.dataset, split="train", num_samples=config.train_samples,
+    ds = data_lib.load(config.dataset, split="train", num_samples=config.num_samples,
                        seed=config.data_seed)
     inputs, targets = ds.inputs.to(dtype=dt, device=dev), ds.targets.to(device=dev)
     runs = [(m, seed, s) for m in config.models for seed in config.seeds for s in config.scales]
@@ -285,7 +286,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 # --------------------------------------------------------------------------- figure
 
 
-def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Path]:
+def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
     from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
@@ -345,8 +346,8 @@ def plot(table: pd.DataFrame, config: dict[str, Any], fig_dir: Path) -> list[Pat
         row_axes[3].legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel(x_col)
-    fig.suptitle(f"P2's four properties over minibatch SGD on {config.get('dataset', 'data')} "
-                 f"(lr = η₀/α^(L−2), η₀ = {config.get('base_lr', '?')}); ✓/✗ = numeric check",
+    fig.suptitle(f"P2's four properties over minibatch SGD on {config.dataset} "
+                 f"(lr = η₀/α^(L−2), η₀ = {config.base_lr:g}); ✓/✗ = numeric check",
                  fontsize=9)
     return save_figure(fig, fig_dir, "training_geometry", tight_layout=False)
 
@@ -359,4 +360,5 @@ register(Experiment(
     run=run,
     plot=plot,
     quick=QUICK,
+    key_columns=("model", "scale", "seed", "step"),
 ))

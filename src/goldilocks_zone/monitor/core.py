@@ -59,6 +59,7 @@ from goldilocks_zone.curvature import (
     random_basis,
     subspace_curvature,
 )
+from goldilocks_zone.curvature.functional import flatten, model_params
 from goldilocks_zone.training.gradient_descent import evaluate
 
 #: Monitor every this many steps of the caller's loop.
@@ -221,7 +222,9 @@ def measure(model: nn.Module, batch: Batch, basis: Tensor, *, top_k: int | None 
             raise _Stop(f"budget_s={budget_s:g} s spent before {stage}")
 
     params = {n: p.detach() for n, p in model.named_parameters()}
-    num_params = sum(p.numel() for p in params.values())
+    # The curvature of what training moves: trainable parameters only (the engine's default).
+    trainable = model_params(model, trainable_only=True)
+    num_params = sum(p.numel() for p in trainable.values())
     row = _nan_row(top_k)
     status, reason = "measured", ""
     try:
@@ -229,7 +232,7 @@ def measure(model: nn.Module, batch: Batch, basis: Tensor, *, top_k: int | None 
         k_classes = int(ev.mean_probs.numel())
         k = min(top_k if top_k is not None else k_classes + 1, num_params)
         row = _nan_row(k)
-        theta = torch.cat([p.reshape(-1) for p in params.values()]).to(torch.float64)
+        theta = flatten(trainable).to(torch.float64)
         row.update(loss=ev.loss, accuracy=ev.accuracy, mean_entropy=ev.mean_entropy,
                    param_norm=float(theta.norm()), num_classes=k_classes, top_k=k)
         if not math.isfinite(ev.loss):
@@ -318,9 +321,9 @@ class CurvatureMonitor:
                  writer: Any = None, tag_prefix: str = "curvature/") -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        num_params = sum(p.numel() for p in model.parameters())
+        num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if num_params == 0:
-            raise ValueError("the model has no parameters to monitor")
+            raise ValueError("the model has no trainable parameters to monitor")
         for name, value in (("every", every), ("dim", dim), ("lanczos_iterations",
                                                               lanczos_iterations)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -449,7 +452,9 @@ class CurvatureMonitor:
         paths = [out / "results.csv", out / "results.parquet", out / "manifest.json"]
         table.to_csv(paths[0], index=False)
         table.to_parquet(paths[1], index=False)
+        # The figure is training-geometry's, drawn from the table alone (its config at the
+        # defaults); what the monitor measured with is kept beside it.
         manifest = {"experiment": "training-geometry", "source": "CurvatureMonitor",
-                    "config": self.config()}
+                    "config": {}, "monitor": self.config()}
         paths[2].write_text(json.dumps(manifest, indent=2, default=str))
         return paths
