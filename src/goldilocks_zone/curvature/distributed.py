@@ -9,13 +9,15 @@ shard order in float64 and divides by S. The result equals the single-process me
 to the order of float64 additions (≤ 1e-12 relative in the tests).
 
 Dask (``pip install 'goldilocks-zone[dask]'``) is imported only when a function here is
-called without a client; any object with the ``scatter`` / ``submit`` / ``gather`` methods of
-``dask.distributed.Client`` works.
+called without a client; threaded workers (``processes=False``) take turns on the forward-mode
+passes (torch's forward AD is process-global), so use worker processes for speed. Any object
+with the ``scatter`` / ``submit`` / ``gather`` methods of ``dask.distributed.Client`` works.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
@@ -35,6 +37,11 @@ from goldilocks_zone.curvature.functional import Batch
 from goldilocks_zone.curvature.subspace import TERMS, SubspaceCurvature, subspace_curvature
 
 Shard = Batch | Iterable[Batch]
+
+#: torch's forward-mode AD keeps its dual level in process-global state, so two threads of one
+#: process must not run ``jvp`` at the same time; tasks of one worker process take turns
+#: (worker *processes* — Dask's default — still run in parallel).
+_FORWARD_AD_LOCK = threading.Lock()
 
 
 def _client(client):
@@ -119,7 +126,8 @@ def combine_subspace_curvatures(parts: Sequence[SubspaceCurvature]) -> SubspaceC
 
 
 def _shard_curvature(model, shard, basis, kwargs):
-    return subspace_curvature(model, shard, basis, **kwargs)
+    with _FORWARD_AD_LOCK:
+        return subspace_curvature(model, shard, basis, **kwargs)
 
 
 def distributed_subspace_curvature(model: nn.Module, shards: Sequence[Shard], basis: Tensor,
@@ -164,7 +172,9 @@ def _shard_hvp(model, shard, vectors, term, kwargs):
     n = _num_samples(shard)
     if n == 0:
         return None, 0
-    return hessian_vector_product(model, shard, vectors, term=term, **kwargs).cpu() * n, n
+    with _FORWARD_AD_LOCK:
+        hvp = hessian_vector_product(model, shard, vectors, term=term, **kwargs)
+    return hvp.cpu() * n, n
 
 
 class ShardedOperator:
