@@ -11,7 +11,8 @@ In one process, on the same model, data (Fashion-MNIST) and basis R (D × d), fl
   timed on the first ``--pyhessian-samples`` samples and scaled linearly to N.
 
 Every result is checked against our whole call (relative Frobenius error ≤ 1e-10). Times are
-the best of ``--repeats`` runs; achieved GFLOP/s use FLOPs counted by
+the best of ``--repeats`` round-robin rounds (every method once per round, so a drifting
+machine load affects all alike); achieved GFLOP/s use FLOPs counted by
 ``torch.utils.flop_counter`` on a subset and scaled by N; the float64 matmul rate is measured
 in the same run, before and after, to expose machine load.
 
@@ -123,10 +124,14 @@ def run_model(name, samples, dim, batch_size, repeats, skip_pyhessian, pyhessian
 
     matmul_before = matmul_gflops()
     load_before = os.getloadavg()[0]
+    # Round-robin repeats (best of each): on a shared machine whose load drifts, every method
+    # then sees the same mix of quiet and busy periods.
     times, outs = {}, {}
-    for label, fn in methods.items():
-        times[label], outs[label] = timed(fn, repeats)
-        print(f"  {label}: {times[label]:.2f} s", flush=True)
+    for r in range(repeats):
+        for label, fn in methods.items():
+            t, outs[label] = timed(fn)
+            times[label] = min(t, times.get(label, float("inf")))
+            print(f"  round {r + 1}: {label}: {t:.2f} s", flush=True)
     if not skip_pyhessian:  # exactly linear in N: time on the first ph samples, scale
         label = "PyHessian-style loop (d double-backward HVPs)"
         t, outs[label] = timed(lambda: pyhessian_projected(net, x[:ph], y[:ph], basis,

@@ -4,14 +4,20 @@ For a basis :math:`R \in \mathbb{R}^{D\times d}` and logits :math:`z_s = f(x_s;\
 one pass over the data computes, chunk by chunk and summed over samples (divided by the number
 of samples S at the end, never by the number of chunks):
 
-- :math:`H_R = R^\top \nabla^2 L\, R` by forward-over-reverse differentiation: ``vmap`` over the
-  d columns of R of ``jvp`` (along :math:`r_j`) of the reverse-mode gradient, projected on R
-  inside the differentiated function so only d×d numbers leave each chunk;
+- :math:`H_R = R^\top \nabla^2 L\, R` by forward-over-reverse differentiation: ``vmap`` over a
+  block of b columns of R of ``jvp`` (along :math:`r_j`) of the reverse-mode gradient, which
+  returns the gradient tangents :math:`H r_j` (b × D numbers); they are projected on R by
+  large matrix products ``(b, n_k) @ (n_k, d)``, one per parameter tensor of n_k entries (b
+  from ``TANGENT_BUDGET_BYTES``), so only d×d numbers leave each chunk and the cost does not
+  depend on the basis' memory layout;
 - the projected logit Jacobians :math:`J_s R / T` (the tangents of the logits in the same
   pass, at no extra cost) and from them the G-term
   :math:`G_R = \frac1S \sum_s (J_sR/T)^\top (\mathrm{diag}\,p_s - p_s p_s^\top)(J_sR/T)`;
 - the H-term :math:`H_R - G_R`, or with ``verify_split=True`` also directly as the Hessian of
   :math:`\frac1S\sum_s \mathrm{sg}(p_s - y_s)\cdot z_s` (sg = stop-gradient).
+
+``terms=`` restricts the work: the G-term alone needs only forward mode (the logit tangents).
+Every per-chunk d×d product and sum is accumulated in float64, also for float32 models.
 """
 
 from __future__ import annotations
@@ -431,7 +437,8 @@ def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
     for z, z_t, _ in _logit_tangents(model, data, basis, scale=scale, temperature=temperature,
                                      params=params, batch_size=batch_size,
                                      train_mode=train_mode):
-        g = gauss_newton_product(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
+        z64 = z.to(torch.float64)  # the contraction in float64, also for float32 models
+        g = gauss_newton_product(z_t.to(torch.float64), torch.softmax(z64, -1)).cpu()
         total = g if total is None else total + g
         n += z.shape[0]
     if total is None:
