@@ -14,11 +14,14 @@ from goldilocks_zone import (
     hessian_vector_product,
     hutchinson_frobenius,
     hutchinson_trace,
+    hutchpp_frobenius,
+    hutchpp_trace,
     loss_gradient,
     random_basis,
     spectrum_stats,
     subspace_curvature,
 )
+from goldilocks_zone.curvature import hutchinson_estimate, hutchpp
 
 FAST = settings(max_examples=12, deadline=None)
 
@@ -155,6 +158,70 @@ def test_hutchinson_within_three_standard_errors(term):
     assert abs(tr.value - float(torch.trace(full))) < 3 * tr.std_error
     assert abs(fr.value - float(full.norm())) < 3 * fr.std_error
     assert tr.std_error > 0 and fr.num_probes == 200
+
+
+def test_hutchpp_trace_and_frobenius_of_the_dense_hessian():
+    model, x, y = make_case("tanh-mlp-bias")
+    full = dense_full_hessian(model, x, y, temperature=0.8)
+    tr = hutchpp_trace(model, (x, y), num_matvecs=60, seed=3, temperature=0.8)
+    fr = hutchpp_frobenius(model, (x, y), num_matvecs=60, seed=4, temperature=0.8)
+    assert abs(tr.value - float(torch.trace(full))) < 4 * tr.std_error
+    assert abs(fr.value - float(full.norm())) < 4 * fr.std_error
+    assert tr.num_probes == 60 and tr.samples.numel() == 20 and 0 < tr.std_error < math.inf
+
+
+def test_hutchpp_is_exact_when_the_sketch_covers_the_range():
+    """The G-term of 4 samples with 3 classes has rank <= 8: a sketch of 10 columns captures
+    it, so Hutch++ returns the exact trace and norm (no sampled remainder)."""
+    model, x, y = make_case("tanh-mlp-bias")
+    x, y = x[:4], y[:4]
+    eye = torch.eye(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    g = subspace_curvature(model, (x, y), eye, terms=("g_term",)).g_term
+    tr = hutchpp_trace(model, (x, y), term="g_term", num_matvecs=30, seed=0)
+    fr = hutchpp_frobenius(model, (x, y), term="g_term", num_matvecs=30, seed=0)
+    assert math.isclose(tr.value, float(torch.trace(g)), rel_tol=1e-10)
+    assert math.isclose(fr.value, float(g.norm()), rel_tol=1e-10)
+    assert tr.std_error < 1e-10 * abs(tr.value)
+
+
+def test_hutchpp_has_smaller_variance_than_hutchinson_on_a_low_rank_dominated_matrix():
+    g = torch.Generator().manual_seed(0)
+    n = 120
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    eig = torch.cat([torch.tensor([90.0, 70.0, -50.0, 40.0, 30.0, 20.0], dtype=torch.float64),
+                     0.05 * torch.randn(n - 6, generator=g, dtype=torch.float64)])
+    a = q @ torch.diag(eig) @ q.T
+
+    def matvec(v):
+        return a @ v
+
+    for kind, exact in (("trace", float(eig.sum())), ("frobenius", float(eig.norm()))):
+        pp = torch.tensor([hutchpp(matvec, n, kind=kind, num_matvecs=30, seed=s).value
+                           for s in range(40)])
+        hu = torch.tensor([hutchinson_estimate(matvec, n, kind=kind, num_probes=30,
+                                               seed=s).value for s in range(40)])
+        assert float(((pp - exact) ** 2).mean()) < 0.01 * float(((hu - exact) ** 2).mean())
+        one = hutchpp(matvec, n, kind=kind, num_matvecs=30, seed=0)
+        assert abs(one.value - exact) < 4 * one.std_error
+
+
+def test_hutchpp_bad_input():
+    def matvec(v):
+        return v
+
+    with pytest.raises(ValueError, match="num_matvecs >= 3"):
+        hutchpp(matvec, 10, num_matvecs=2)
+    with pytest.raises(ValueError, match="kind"):
+        hutchpp(matvec, 10, kind="nuclear")
+    with pytest.raises(ValueError, match="num_probes"):
+        hutchinson_estimate(matvec, 10, num_probes=0)
+    # rank 3 and a sketch of 3 columns: exact
+    u = torch.linalg.qr(torch.randn(10, 3, dtype=torch.float64,
+                                    generator=torch.Generator().manual_seed(1)))[0]
+    a = u @ torch.diag(torch.tensor([5.0, -2.0, 1.0], dtype=torch.float64)) @ u.T
+    assert math.isclose(hutchpp(lambda v: a @ v, 10, num_matvecs=9).value, 4.0, rel_tol=1e-12)
+    assert math.isclose(hutchpp(lambda v: a @ v, 10, kind="frobenius", num_matvecs=9).value,
+                        math.sqrt(30), rel_tol=1e-12)
 
 
 @pytest.mark.parametrize("term", ["hessian", "g_term", "h_term"])

@@ -15,6 +15,8 @@ from goldilocks_zone.curvature import (
     hessian_vector_product,
     hutchinson_frobenius,
     hutchinson_trace,
+    hutchpp_frobenius,
+    hutchpp_trace,
     lanczos,
     loss_gradient,
     projected_logit_jacobians,
@@ -23,6 +25,7 @@ from goldilocks_zone.curvature import (
     subspace_curvature,
     subspace_g_term,
 )
+from goldilocks_zone.curvature.distributed import distributed_subspace_curvature
 
 __version__ = "0.1.0"
 
@@ -47,6 +50,9 @@ __all__ = [
     "spectrum_stats",
     "subspace_curvature",
     "subspace_g_term",
+    "hutchpp_trace",
+    "hutchpp_frobenius",
+    "distributed_subspace_curvature",
 ]
 
 

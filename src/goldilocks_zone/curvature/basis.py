@@ -12,12 +12,6 @@ from goldilocks_zone.curvature.random import torch_generator
 BASIS_KINDS = ("orthonormal", "sparse")
 
 
-def _generator(seed: int | None) -> torch.Generator:
-    # Bases are always drawn on the CPU in float64 so that one seed gives one basis on every
-    # device and in every dtype.
-    return torch_generator(seed)
-
-
 def random_basis(num_params: int, dim: int, *, kind: str = "orthonormal",
                  seed: int | None = None, dtype: torch.dtype = torch.float64,
                  device: torch.device | str | None = None) -> Tensor:
@@ -44,7 +38,8 @@ def random_basis(num_params: int, dim: int, *, kind: str = "orthonormal",
     if dim > num_params:
         raise ValueError(f"subspace dimension dim={dim} exceeds the number of parameters "
                          f"{num_params}")
-    gen = _generator(seed)
+    # Drawn on the CPU in float64: one seed gives one basis on every device and dtype.
+    gen = torch_generator(seed)
     if kind == "orthonormal":
         gauss = torch.randn(num_params, dim, generator=gen, dtype=torch.float64)
         q, r = torch.linalg.qr(gauss, mode="reduced")

@@ -43,7 +43,8 @@ LABEL_KEY = "labels"
 
 Batch = tuple[Inputs, Tensor]
 
-__all__ = ["LABEL_KEY", "BatchStatistics", "chunks", "map_inputs", "num_samples_of",
+__all__ = ["LABEL_KEY", "BatchStatistics", "chunks", "count_samples", "map_inputs",
+           "num_samples_of",
            "take_samples"]
 
 
@@ -257,6 +258,12 @@ def chunks(data: Any, fm: FunctionalModel, batch_size: int | None = None, *,
         seen += n
     if seen == 0:
         raise ValueError("data is empty: no samples to measure on")
+
+
+def count_samples(data: Any) -> int:
+    """The number of samples in any accepted ``data`` (one pass over a loader's batches)."""
+    return sum(int(_check_targets(y).shape[0]) for _, y in _source_batches(data,
+                                                                          DEFAULT_BATCH_SIZE))
 
 
 def take_samples(data: Any, n: int) -> Batch:

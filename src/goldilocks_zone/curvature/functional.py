@@ -344,13 +344,3 @@ def check_basis(basis: Tensor, fm: FunctionalModel) -> None:
         raise ValueError(f"basis is on {basis.device} but the model's parameters are on "
                          f"{fm.device}; use random_basis(..., device={str(fm.device)!r})")
 
-
-#: Kept for code written against the former evaluator name.
-Evaluator = FunctionalModel
-
-
-def make_evaluator(model: nn.Module, *, scale: float = 1.0, temperature: float = 1.0,
-                   params: Params | None = None, train_mode: bool = False) -> FunctionalModel:
-    """Former name of the :class:`FunctionalModel` constructor."""
-    return FunctionalModel(model, scale=scale, temperature=temperature, params=params,
-                           train_mode=train_mode)

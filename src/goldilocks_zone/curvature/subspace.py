@@ -4,14 +4,20 @@ For a basis :math:`R \in \mathbb{R}^{D\times d}` and logits :math:`z_s = f(x_s;\
 one pass over the data computes, chunk by chunk and summed over samples (divided by the number
 of samples S at the end, never by the number of chunks):
 
-- :math:`H_R = R^\top \nabla^2 L\, R` by forward-over-reverse differentiation: ``vmap`` over the
-  d columns of R of ``jvp`` (along :math:`r_j`) of the reverse-mode gradient, projected on R
-  inside the differentiated function so only d×d numbers leave each chunk;
+- :math:`H_R = R^\top \nabla^2 L\, R` by forward-over-reverse differentiation: ``vmap`` over a
+  block of b columns of R of ``jvp`` (along :math:`r_j`) of the reverse-mode gradient, which
+  returns the gradient tangents :math:`H r_j` (b × D numbers); they are projected on R by
+  large matrix products ``(b, n_k) @ (n_k, d)``, one per parameter tensor of n_k entries (b
+  from ``TANGENT_BUDGET_BYTES``), so only d×d numbers leave each chunk and the cost does not
+  depend on the basis' memory layout;
 - the projected logit Jacobians :math:`J_s R / T` (the tangents of the logits in the same
   pass, at no extra cost) and from them the G-term
   :math:`G_R = \frac1S \sum_s (J_sR/T)^\top (\mathrm{diag}\,p_s - p_s p_s^\top)(J_sR/T)`;
 - the H-term :math:`H_R - G_R`, or with ``verify_split=True`` also directly as the Hessian of
   :math:`\frac1S\sum_s \mathrm{sg}(p_s - y_s)\cdot z_s` (sg = stop-gradient).
+
+``terms=`` restricts the work: the G-term alone needs only forward mode (the logit tangents).
+Every per-chunk d×d product and sum is accumulated in float64, also for float32 models.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from torch.func import jvp, vjp, vmap
 
 from goldilocks_zone.curvature.batches import Batch, BatchStatistics, chunks
 from goldilocks_zone.curvature.functional import (
-    Evaluator,
     FunctionalModel,
     Params,
     check_basis,
@@ -43,7 +48,8 @@ class SubspaceCurvature:
     r"""Curvature of the mean cross-entropy on the subspace :math:`\theta + R u`.
 
     ``hessian``, ``g_term``, ``h_term``: symmetric d×d float64 CPU tensors, with
-    ``hessian = g_term + h_term`` (``h_term`` is the difference unless ``verify_split``).
+    ``hessian = g_term + h_term`` (``h_term`` is the difference unless ``verify_split``); a
+    term not asked for with ``terms=`` is ``None`` (and :meth:`stats` of it raises).
     ``h_term_direct`` and ``split_residual`` =
     :math:`\|H - (G + H_{direct})\|_F / \|H\|_F` are set with ``verify_split=True``.
     ``projected_gradient``: :math:`R^\top \nabla L` (d,). ``mean_probs``: :math:`\bar p`, the
@@ -52,9 +58,9 @@ class SubspaceCurvature:
     scale): the values are then returned as they are (inf/NaN), not raised.
     """
 
-    hessian: Tensor
-    g_term: Tensor
-    h_term: Tensor
+    hessian: Tensor | None
+    g_term: Tensor | None
+    h_term: Tensor | None
     loss: float
     num_samples: int
     accuracy: float
@@ -69,12 +75,22 @@ class SubspaceCurvature:
 
     @property
     def dim(self) -> int:
-        return self.hessian.shape[0]
+        return self.projected_gradient.shape[0]
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The terms this result holds (those asked for with ``terms=``)."""
+        return tuple(t for t in TERMS if getattr(self, t) is not None)
 
     def matrix(self, term: str) -> Tensor:
         if term not in TERMS:
             raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
-        return getattr(self, term)
+        m = getattr(self, term)
+        if m is None:
+            raise ValueError(f"the {term!r} was not computed: this result holds only "
+                             f"{self.terms}; call subspace_curvature(..., terms=(..., "
+                             f"{term!r})) to get it")
+        return m
 
     def stats(self, term: str = "hessian") -> SpectrumStats:
         """:func:`spectrum_stats` of ``hessian``, ``g_term`` or ``h_term``."""
@@ -84,11 +100,6 @@ class SubspaceCurvature:
     def prior_mismatch(self) -> float:
         r""":math:`\|q - \bar p\|_2`, the quantity that controls the gradient (P1 Eq. 10)."""
         return float(torch.linalg.vector_norm(self.class_prior - self.mean_probs))
-
-
-def _project(basis_dict: Params, grads: Params) -> Tensor:
-    """:math:`R^\\top g` for a parameter-shaped ``grads`` and ``basis_dict[name]: (d, *shape)``."""
-    return sum(torch.tensordot(basis_dict[k], g, dims=g.ndim) for k, g in grads.items())
 
 
 def softmax_residual(z: Tensor, y: Tensor) -> Tensor:
@@ -114,35 +125,171 @@ def gauss_newton_product(zt: Tensor, probs: Tensor) -> Tensor:
     return torch.einsum("ibk,jbk->ij", centred * probs, centred)
 
 
-def _chunk_pass(ev: Evaluator, x: Tensor, y: Tensor, basis_dict: Params,
-                cotangent: Tensor | None = None):
-    """One chunk: summed projected Hessian, projected gradient, logit tangents and logits.
+#: Memory budget (bytes) for the gradient tangents of one block of basis columns: a block of b
+#: columns holds b parameter-shaped tangents (b × D numbers) before they are projected on R by
+#: one matrix product. 512 MiB keeps all d = 50 columns of LeNet-300-100 in float64 (2.1 MB
+#: each) in a single block — one large matmul per chunk, the fast case — while a 10M-parameter
+#: float32 model (40 MB per column) is processed 13 columns at a time instead of needing 2 GB.
+TANGENT_BUDGET_BYTES = 512 * 2**20
 
-    With ``cotangent`` (B, K) given, differentiate the fixed linear functional
-    ``cotangent · z`` instead of the loss (the direct H-term).
+
+def column_block_size(num_params: int, dim: int, itemsize: int,
+                      budget: int = TANGENT_BUDGET_BYTES) -> int:
+    """Number of basis columns whose gradient tangents (``num_params`` numbers each, of
+    ``itemsize`` bytes) fit in ``budget`` bytes; at least 1, at most ``dim``."""
+    return max(1, min(dim, budget // max(1, num_params * itemsize)))
+
+
+def _contiguous(basis_dict: Params) -> Params:
+    """Each piece ``(d, *shape)`` made contiguous once per call, so a row-major (d × D) or a
+    column-major (D × d) basis gives the same memory layout to every kernel that follows."""
+    return {k: v.contiguous() for k, v in basis_dict.items()}
+
+
+def _project(tangents: Params, basis_dict: Params) -> Tensor:
+    r""":math:`T R` (b, d) float64 for parameter-shaped ``tangents[name]: (b, *shape)`` and
+    ``basis_dict[name]: (d, *shape)``: one matrix product ``(b, n) @ (n, d)`` per parameter
+    tensor, summed over tensors in float64."""
+    out = None
+    for k, t in tangents.items():
+        r = basis_dict[k]
+        part = (t.reshape(t.shape[0], -1) @ r.reshape(r.shape[0], -1).T).to(torch.float64)
+        out = part if out is None else out + part
+    return out
+
+
+def _column_blocks(basis_dict: Params, block: int):
+    d = next(iter(basis_dict.values())).shape[0]
+    for start in range(0, d, block):
+        yield {k: v[start:start + block] for k, v in basis_dict.items()}
+
+
+def _chunk_pass(ev: FunctionalModel, x: Tensor, y: Tensor, basis_dict: Params, block: int,
+                cotangent: Tensor | None = None):
+    r"""One chunk by forward-over-reverse: returns ``(hessian, z_t, grad, z)``.
+
+    ``hessian`` (d, d) float64: the summed :math:`R^\top H R` over the chunk's samples (row j
+    is :math:`(H r_j)^\top R`, not yet symmetrised); ``z_t`` (d, B, K): logit tangents
+    :math:`J_s r_j`; ``grad`` (d,) float64: summed :math:`R^\top \nabla L`; ``z`` (B, K): logits.
+
+    The jvp is vmapped over ``block`` basis columns at a time and returns the gradient tangents
+    :math:`H r_j` (parameter-shaped); they are projected on R outside the vmap with one matrix
+    product per parameter tensor (:func:`_project`). With ``cotangent`` (B, K) given,
+    differentiate the fixed linear functional ``cotangent · z`` instead of the loss (the
+    direct H-term).
     """
     def grad_and_logits(params: Params):
         z, pullback = vjp(lambda q: ev.logits(q, x), params)
-        if cotangent is None:
-            dz = softmax_residual(z, y)
-        else:
-            dz = cotangent
+        dz = softmax_residual(z, y) if cotangent is None else cotangent
         (g,) = pullback(dz)
-        return _project(basis_dict, g), z
+        return g, z
 
     def along(tangent: Params):
-        (proj, z), (proj_t, z_t) = jvp(grad_and_logits, (ev.params,), (tangent,))
-        return proj_t, z_t, proj, z
+        (g, z), (g_t, z_t) = jvp(grad_and_logits, (ev.params,), (tangent,))
+        return g_t, z_t, g, z
 
-    return vmap(along, out_dims=(0, 0, None, None))(basis_dict)
+    rows, tangents = [], []
+    for piece in _column_blocks(basis_dict, block):
+        g_t, z_t, g, z = vmap(along, out_dims=(0, 0, None, None))(piece)
+        rows.append(_project(g_t, basis_dict))
+        tangents.append(z_t)
+        del g_t
+    grad = _project({k: v[None] for k, v in g.items()}, basis_dict)[0]
+    return torch.cat(rows), torch.cat(tangents), grad, z
+
+
+def _forward_pass(ev: FunctionalModel, x: Tensor, basis_dict: Params, block: int):
+    """Logits (B, K) and logit tangents (d, B, K) by forward mode only, ``block`` columns of
+    the basis per vmapped jvp."""
+    def along(tangent: Params):
+        return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
+
+    tangents = []
+    for piece in _column_blocks(basis_dict, block):
+        z, z_t = vmap(along, out_dims=(None, 0))(piece)
+        tangents.append(z_t)
+    return z, torch.cat(tangents)
+
+
+def _check_terms(terms) -> tuple[str, ...]:
+    if isinstance(terms, str):
+        terms = (terms,)
+    try:
+        terms = tuple(terms)
+    except TypeError:
+        raise TypeError(f"terms must be a sequence of names from {TERMS}, got "
+                        f"{type(terms).__name__}") from None
+    bad = [t for t in terms if t not in TERMS]
+    if bad or not terms:
+        raise ValueError(f"terms must be a non-empty subset of {TERMS}, got {terms!r}")
+    return tuple(t for t in TERMS if t in terms)
+
+
+class _Sums:
+    """Per-sample sums of the d × d matrices and of :math:`R^\top \nabla L` (float64, CPU);
+    loss, accuracy, :math:`\bar p` and q go to the shared :class:`BatchStatistics`."""
+
+    def __init__(self, d: int, need_hessian: bool, need_g: bool, verify_split: bool):
+        zeros = torch.zeros(d, d, dtype=torch.float64)
+        self.hessian = zeros.clone() if need_hessian else None
+        self.g_term = zeros.clone() if need_g else None
+        self.h_direct = zeros.clone() if verify_split else None
+        self.grad = torch.zeros(d, dtype=torch.float64)
+        self.stats = BatchStatistics()
+
+    def add(self, z: Tensor, z_t: Tensor, y: Tensor, hessian: Tensor | None,
+            grad: Tensor | None) -> None:
+        z64 = z.detach().to(torch.float64)
+        if hessian is not None:
+            self.hessian += hessian.cpu()
+        if self.g_term is not None:
+            self.g_term += gauss_newton_product(z_t.to(torch.float64),
+                                                torch.softmax(z64, dim=-1)).cpu()
+        if grad is None:  # R^T grad = sum_s (J_s R)^T (p_s - y_s), from the logit tangents
+            grad = torch.einsum("ibk,bk->i", z_t.to(torch.float64), softmax_residual(z64, y))
+        self.grad += grad.cpu()
+        self.stats.add(z, y)
+
+
+def _symmetric_mean(m: Tensor | None, n: int) -> Tensor | None:
+    if m is None:
+        return None
+    m = m / n
+    return 0.5 * (m + m.T)
+
+
+def _result(sums: _Sums, terms: tuple[str, ...], scale: float,
+            temperature: float) -> SubspaceCurvature:
+    stats = sums.stats
+    n = stats.num_samples
+    hessian, g_term = _symmetric_mean(sums.hessian, n), _symmetric_mean(sums.g_term, n)
+    h_term = hessian - g_term if hessian is not None and g_term is not None else None
+    h_direct = _symmetric_mean(sums.h_direct, n)
+    residual = None
+    if h_direct is not None:
+        denom = float(torch.linalg.matrix_norm(hessian))
+        num = float(torch.linalg.matrix_norm(hessian - g_term - h_direct))
+        residual = num / denom if denom > 0 else num
+    loss = stats.loss
+    finite = math.isfinite(loss) and all(
+        bool(torch.isfinite(m).all()) for m in (hessian, g_term) if m is not None)
+    return SubspaceCurvature(
+        hessian=hessian if "hessian" in terms else None,
+        g_term=g_term if "g_term" in terms else None,
+        h_term=h_term if "h_term" in terms else None,
+        loss=loss, num_samples=n, accuracy=stats.accuracy,
+        projected_gradient=sums.grad / n, mean_probs=stats.mean_probs,
+        class_prior=stats.class_prior, scale=float(scale), temperature=float(temperature),
+        finite=finite, h_term_direct=h_direct, split_residual=residual,
+    )
 
 
 def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: Tensor, *,
                        temperature: float = 1.0, scale: float = 1.0,
                        params: Params | None = None, batch_size: int | None = None,
                        verify_split: bool = False, train_mode: bool = False,
-                       trainable_only: bool = True, output: Callable | None = None
-                       ) -> SubspaceCurvature:
+                       trainable_only: bool = True, output: Callable | None = None,
+                       terms: Iterable[str] = TERMS) -> SubspaceCurvature:
     r"""Hessian, G-term and H-term of the mean cross-entropy restricted to span(basis).
 
     Args:
@@ -152,7 +299,8 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             batch with ``"labels"``, a Dataset, or an iterable of such batches (a
             DataLoader); see :mod:`.batches`. The loss is the mean over *all samples*.
         basis: (D, d), rows in ``parameters_to_vector(model.parameters())`` order, same dtype
-            and device as the model (see :func:`random_basis`).
+            and device as the model (see :func:`random_basis`). Row-major and column-major
+            layouts cost the same (the basis is made contiguous once per call).
         temperature: T > 0; logits are divided by T.
         scale: every parameter is multiplied by ``scale`` (derivatives are taken at
             ``scale * theta``).
@@ -166,60 +314,47 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             basis has one row per such parameter entry.
         output: optional callable picking the logits from the model's output (default rule:
             tensor, first tensor of a tuple, ``"logits"`` of a dict, ``.logits``).
+        terms: which of ``"hessian"``, ``"g_term"``, ``"h_term"`` to compute (default all
+            three); the others are ``None`` in the result. ``("g_term",)`` uses forward mode
+            only (≈ d forward passes, as :func:`subspace_g_term`); any set with
+            ``"hessian"`` or ``"h_term"`` uses one forward-over-reverse pass, which yields
+            the G-term's logit tangents at no extra cost.
+
+    Cost per chunk of B samples: one vmapped forward-over-reverse pass over blocks of basis
+    columns (block size from ``TANGENT_BUDGET_BYTES``) and one ``(b, D) @ (D, d)`` product per
+    block. float32 models are differentiated in float32; the per-chunk d × d products, the
+    G-term contraction and every sum over chunks are accumulated in float64.
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
+    terms = _check_terms(terms)
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
                          train_mode=train_mode, trainable_only=trainable_only, output=output)
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)  # name -> (d, *shape)
+    basis_dict = _contiguous(basis_dict)
     d = basis.shape[1]
-    acc = torch.zeros(d, d, dtype=torch.float64)
-    hessian = acc.clone()
-    g_term = acc.clone()
-    h_direct = acc.clone() if verify_split else None
-    grad = torch.zeros(d, dtype=torch.float64)
-    stats = BatchStatistics()
+    block = column_block_size(basis.shape[0], d, basis.element_size())
+    need_hessian = verify_split or "hessian" in terms or "h_term" in terms
+    need_g = verify_split or "g_term" in terms or "h_term" in terms
+    sums = _Sums(d, need_hessian, need_g, verify_split)
 
     with ev.mode(), torch.no_grad():
         for x, y in chunks(data, ev, batch_size):
-            with torch.enable_grad():
-                h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict)
-            logp = torch.log_softmax(z, dim=-1)
-            probs = logp.exp()
-            hessian += h_t.to(torch.float64).cpu()
-            g_term += gauss_newton_product(z_t, probs).to(torch.float64).cpu()
-            grad += proj.to(torch.float64).cpu()
-            stats.add(z, y)
+            if need_hessian:
+                with torch.enable_grad():
+                    h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict, block)
+            else:
+                h_t, proj = None, None
+                with torch.enable_grad():
+                    z, z_t = _forward_pass(ev, x, basis_dict, block)
+            sums.add(z, z_t, y, h_t, proj)
             if verify_split:
                 cot = softmax_residual(z, y).detach()
                 with torch.enable_grad():
-                    hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, cotangent=cot)
-                h_direct += hd_t.to(torch.float64).cpu()
-    num_samples = stats.num_samples
-
-    def finish(m: Tensor) -> Tensor:
-        m = m / num_samples
-        return 0.5 * (m + m.T)
-
-    hessian, g_term = finish(hessian), finish(g_term)
-    h_term = hessian - g_term
-    residual = None
-    if h_direct is not None:
-        h_direct = finish(h_direct)
-        denom = float(torch.linalg.matrix_norm(hessian))
-        num = float(torch.linalg.matrix_norm(hessian - g_term - h_direct))
-        residual = num / denom if denom > 0 else num
-    loss = stats.loss
-    finite = math.isfinite(loss) and bool(torch.isfinite(hessian).all()) and bool(
-        torch.isfinite(g_term).all())
-    return SubspaceCurvature(
-        hessian=hessian, g_term=g_term, h_term=h_term, loss=loss, num_samples=num_samples,
-        accuracy=stats.accuracy, projected_gradient=grad / num_samples,
-        mean_probs=stats.mean_probs, class_prior=stats.class_prior,
-        scale=float(scale), temperature=float(temperature), finite=finite,
-        h_term_direct=h_direct, split_residual=residual,
-    )
+                    hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, block, cotangent=cot)
+                sums.h_direct += hd_t.cpu()
+    return _result(sums, terms, scale, temperature)
 
 
 @dataclass(frozen=True)
@@ -284,7 +419,8 @@ def subspace_g_term(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
                                      params=params, batch_size=batch_size,
                                      train_mode=train_mode, trainable_only=trainable_only,
                                      output=output):
-        g = gauss_newton_product(z_t, torch.softmax(z, -1)).to(torch.float64).cpu()
+        z64 = z.to(torch.float64)  # the contraction in float64, also for float32 models
+        g = gauss_newton_product(z_t.to(torch.float64), torch.softmax(z64, -1)).cpu()
         total = g if total is None else total + g
         n += y.shape[0]
     if total is None:
