@@ -204,3 +204,33 @@ def test_manifests_with_renamed_fields_still_give_a_typed_config():
         "mlp:8", 50, "sparse", (2, 4))
     with pytest.raises(KeyError, match="unknown parameter"):
         exp.config_from_dict({"no_such_field": 1})
+
+
+def test_run_out_that_is_a_file_exits_2_and_a_write_error_exits_3(tmp_path, capsys,
+                                                                  monkeypatch):
+    """--out naming a file is refused before any computation (exit 2); a disk-full error while
+    the results are written is one line and exit 3 (the code docs/sweeps.md documents), with
+    no partial results file."""
+    import errno
+    import os
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    assert main(["run", "scale-sweep", *TINY, "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    out = tmp_path / "out"
+    assert main(["run", "scale-sweep", *TINY, "--log10-range", "-1,1", "--no-plot",
+                 "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0], err
+    assert not (out / "results.csv").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

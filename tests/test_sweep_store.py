@@ -369,3 +369,17 @@ def test_run_and_sweep_write_every_file_through_the_one_atomic_writer(tmp_path, 
     files = {p for p in (tmp_path / "sweep").rglob("*") if p.is_file() and p.name != ".lock"}
     assert files == set(written)
     assert temp_files(tmp_path) == []
+
+
+def test_an_all_nan_cell_still_gets_its_figure(tmp_path):
+    """The figure of a fully divergent cell is drawn (the x range kept, a "no finite values"
+    note) instead of failing in matplotlib's log axis."""
+    from goldilocks_zone.experiments import get
+
+    exp = get("scale-sweep")
+    nan = float("nan")
+    table = pd.DataFrame({"term": ["hessian"] * 2, "scale": [1e104, 1e105], "seed": [0, 0],
+                          "positive_curvature": [nan, nan], "fraction_positive": [nan, nan]})
+    paths = exp.draw(table, exp.default_config(quick=True), tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)

@@ -164,11 +164,25 @@ def _cmd_run(argv: list[str]) -> int:
         print(f"goldilocks run: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
 
+    from goldilocks_zone.cli.sweep import EXIT_USAGE, EXIT_WRITE_ERROR
     from goldilocks_zone.sweep.runner import run_experiment
+    from goldilocks_zone.sweep.store import StoreWriteError, make_dir
 
-    table, manifest = run_experiment(experiment.id, config, args.out, quick=args.quick,
-                                     show_progress=not args.no_progress, plot=not args.no_plot)
-    _print_summary(table, manifest, Path(args.out), experiment.key_columns)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"goldilocks run: error: --out {str(out)!r} is a file, not a folder",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        make_dir(out)  # before the computation: an unwritable --out fails in a second
+        table, manifest = run_experiment(experiment.id, config, out, quick=args.quick,
+                                         show_progress=not args.no_progress,
+                                         plot=not args.no_plot)
+    except StoreWriteError as exc:
+        print(f"goldilocks run: error: {exc} (nothing partial was left; free space or fix "
+              "permissions and rerun)", file=sys.stderr)
+        return EXIT_WRITE_ERROR
+    _print_summary(table, manifest, out, experiment.key_columns)
     return 0
 
 

@@ -124,7 +124,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                       xy=(peak_x, peak_y), xytext=(0.03, 0.97), textcoords="axes fraction",
                       va="top", fontsize=8,
                       arrowprops={"arrowstyle": "->", "color": "0.4", "linewidth": 0.7})
-    ax_k.set_ylim(bottom=min(-0.1 * max(peak_y, 1.0), float(hess["positive_curvature"].min())))
+    lowest = float(hess["positive_curvature"].min())  # NaN when nothing is finite
+    ax_k.set_ylim(bottom=min(-0.1 * max(peak_y, 1.0), lowest) if math.isfinite(lowest)
+                  else -0.1)
 
     band(ax_p, hess, "scale", "fraction_positive", color="C1")
     ax_p.axhline(0.5, color="0.3", linewidth=0.8, linestyle="--", label="random: 1/2")

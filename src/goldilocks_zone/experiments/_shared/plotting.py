@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg", force=False)
@@ -56,9 +57,18 @@ def save_figure(fig, fig_dir: Path, name: str, *, tight_layout: bool = True) -> 
 def band(ax, table: pd.DataFrame, x: str, y: str, *, label: str | None = None,
          color: str | None = None, marker: str | None = "o", linestyle: str = "-",
          alpha: float = 0.2, markersize: float = 3.0, **kwargs):
-    """Seed mean of ``y`` against ``x`` with a min-max band over seeds; returns the line."""
+    """Seed mean of ``y`` against ``x`` with a min-max band over seeds; returns the line.
+
+    A curve with no finite value (overflow at extreme scales) is data, not an error: the axis
+    keeps the curve's x range (also on a log axis) and says "no finite values" in its
+    middle."""
     g = table.groupby(x)[y].agg(["mean", "min", "max", "count"]).sort_index()
     xs = g.index.to_numpy(dtype=float)
+    if len(xs) and not np.isfinite(g["mean"].to_numpy(dtype=float)).any():
+        lo, hi = float(xs.min()), float(xs.max())
+        ax.set_xlim(lo / 2 if lo == hi else lo, hi * 2 if lo == hi else hi)
+        ax.text(0.5, 0.5, f"no finite values of {y}", transform=ax.transAxes, ha="center",
+                va="center", fontsize=8, color="0.4")
     (line,) = ax.plot(xs, g["mean"].to_numpy(), label=label, color=color, marker=marker,
                       linestyle=linestyle, markersize=markersize, **kwargs)
     if (g["count"] > 1).any():
