@@ -259,7 +259,7 @@ while True:
     done = stop.exists()
     collect(out, plot=plot)
     calls += 1
-    if done:
+    if done and calls >= 3:  # overlap the other collectors even when the sweep was quick
         break
 print(calls)
 """
@@ -319,7 +319,7 @@ def test_concurrent_collects_during_a_sweep_never_fail_or_expose_a_partial_file(
         assert p.returncode == 0, stderr
         calls += int(stdout.strip())
     print("collect calls", calls, "reads", reads)
-    assert calls >= 16 and reads["csv"] > 10 and reads["manifest"] > 10, (calls, reads)
+    assert calls >= 24 and reads["csv"] > 10 and reads["manifest"] > 10, (calls, reads)
     assert temp_files(out) == []
     final = pd.read_csv(out / "results.csv")
     assert final["point_key"].nunique() == 8
