@@ -46,8 +46,11 @@ QUICK_GRIDS = {"scale": tuple(float(v) for v in np.logspace(-2, 2, 5)),
 #: rarely change it; below MIN_DIM the spread between bases dominates.
 MIN_SAMPLES, MAX_SAMPLES = 128, 2000
 MIN_DIM, DEFAULT_DIM, MAX_DIM = 4, 16, 48
-#: Samples of the timing probe.
-PROBE_SAMPLES = 64
+#: Samples of the timing probe: a first pass on PROBE_SMALL samples, a second on up to
+#: PROBE_SAMPLES (fewer when the first shows that more would cost over PROBE_SHARE of the
+#: budget). Both use the columns of DEFAULT_DIM per basis, so that the per-column cost is
+#: measured at a realistic block size (small probes underestimate it several-fold).
+PROBE_SMALL, PROBE_SAMPLES, PROBE_SHARE = 64, 256, 0.25
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,8 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     Cost model of one pass with ``c = num_bases · d`` basis columns and ``N`` samples:
     :math:`t = c\,(u + vN)` — a per-column part ``u`` (projecting D-dimensional gradients on
     the basis) and a per-column-and-sample part ``v``. Two timed passes (after a warm-up) on
-    ``n_1 = 8`` and ``n_2 = PROBE_SAMPLES`` samples fit ``u`` and ``v``. N is then taken where
+    ``n_1 = PROBE_SMALL`` and ``n_2 ≤ PROBE_SAMPLES`` samples, with ``DEFAULT_DIM`` columns per
+    basis, fit ``u`` and ``v``. N is then taken where
     samples cost twice the fixed part (:math:`vN = 2u`, more samples for little time),
     clamped to ``[MIN_SAMPLES, MAX_SAMPLES]``, and d fills the budget within
     ``[MIN_DIM, MAX_DIM]``. A ``dim`` or ``num_samples`` given by the user is kept.
@@ -162,10 +166,10 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
                       predicted_seconds=float("nan"),
                       note=f"as given: N = {num_samples} samples, d = {dim}, {num_bases} bases "
                       f"({passes} passes)")
-    probe_d = dim if dim is not None else MIN_DIM
+    probe_d = dim if dim is not None else DEFAULT_DIM
     basis = basis_for(probe_d)
     cols = num_bases * probe_d
-    n1, n2 = min(8, available), min(PROBE_SAMPLES, available)
+    n1 = min(PROBE_SMALL, available)
 
     def timed(n: int) -> float:
         start = time.perf_counter()
@@ -174,8 +178,13 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
         return time.perf_counter() - start
 
     timed(min(4, available))  # warm-up: one-off costs of the first call
-    t1, t2 = timed(n1), timed(n2)
-    v = max((t2 - t1) / max(n2 - n1, 1), 1e-3 * t2 / n2) / cols
+    t1 = timed(n1)
+    # the second probe grows with what the budget allows (t1 / n1 overestimates the cost of
+    # a sample, so this stays within PROBE_SHARE of the budget)
+    n2 = int(min(PROBE_SAMPLES, available, max(2 * n1, PROBE_SHARE * seconds * n1 / t1)))
+    t2 = timed(n2) if n2 > n1 else t1
+    # (a quarter of the mean per-sample cost bounds v from below when load noise hides it)
+    v = max((t2 - t1) / max(n2 - n1, 1), 0.25 * t2 / n2) / cols
     u = max(t1 / cols - v * n1, 0.0)
     cap_n = min(MAX_SAMPLES, available)
     floor_n = min(MIN_SAMPLES, cap_n)
