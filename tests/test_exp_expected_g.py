@@ -102,14 +102,28 @@ def test_theory_inputs_are_float64():
 
 
 def test_saturated_rows_are_marked_and_left_out_of_the_agreement():
-    """Far above the zone the softmax saturates: G underflows, kappa(G) reads 0, Eq. 9 keeps
-    its confident-output limit (Gamma_p = 1) and the row says saturated."""
+    """Saturated means M-bar = 0 (every output one-hot): G is the zero matrix, kappa(G) reads
+    0, Eq. 9 keeps its confident-output limit (Gamma_p = 1). Just below that, M-bar and G are
+    tiny (~1e-200, their squares underflow) but non-zero: measured, not saturated."""
+    from goldilocks_zone.curvature import projected_logit_jacobians
+    from goldilocks_zone.theory import mean_softmax_covariance
+
     problem = load_problem(model="demo", dataset="circles", num_samples=200, seed=0)
     basis = random_basis(problem.num_params, 10, seed=0)
     live = g_term_point(problem, basis, scale=1.0, batch_size=None, debias=False)
+    tiny = g_term_point(problem, basis, scale=200.0, batch_size=None, debias=False)
     dead = g_term_point(problem, basis, scale=1e3, batch_size=None, debias=False)
     assert not live["saturated"] and live["positive_curvature"] > 1
-    assert dead["saturated"] and dead["positive_curvature"] == 0.0
+
+    def trace_m_bar(scale):
+        probs = projected_logit_jacobians(problem.model, problem.data, basis, scale=scale).probs
+        return float(mean_softmax_covariance(probs).diagonal().sum())
+
+    assert 0 < trace_m_bar(200.0) < 1e-150 and trace_m_bar(1e3) == 0.0
+    # G ~ 1e-199: its squared entries underflow, yet kappa is measured (rank one: 1.0)
+    assert 0 < tiny["frobenius"] < 1e-150
+    assert not tiny["saturated"] and tiny["positive_curvature"] == pytest.approx(1.0)
+    assert dead["saturated"] and dead["positive_curvature"] == 0.0 and dead["frobenius"] == 0
     assert dead["gamma_p"] == 1.0 and dead["expected_curvature"] > 1
     authors = g_term_point(problem, basis, scale=1.0, batch_size=None, debias=False, ddof=1)
     assert authors["sigma_c2"] == pytest.approx(live["sigma_c2"] * 30 / 29, rel=1e-12)

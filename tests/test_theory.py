@@ -259,5 +259,7 @@ def test_saturation_flag_and_eq9_limit():
     assert 1.0 < limit < math.sqrt(50)
     confident = torch.softmax(torch.tensor([[30.0, 0.0, 0.0]], dtype=F64), dim=-1)
     assert not is_saturated(confident)
-    assert is_saturated(confident, torch.zeros(4, 4, dtype=F64))  # G underflowed
-    assert not is_saturated(confident, torch.eye(4, dtype=F64) * 1e-300)
+    # M-bar ~ 1e-300 (runner-up e^-690) is tiny but not zero: not saturated
+    tiny = torch.softmax(torch.tensor([[690.0, 0.0, 0.0]], dtype=F64), dim=-1)
+    assert 0 < float(mean_softmax_covariance(tiny).diagonal().sum()) < 1e-290
+    assert not is_saturated(tiny)

@@ -23,7 +23,7 @@ Three panels, one tidy table with a ``panel`` column:
 The prediction uses the subspace dimension ``d`` in Eq. 9 (see :mod:`goldilocks_zone.theory`).
 :math:`\sigma_c^2, \sigma_E^2` have divisor ``n - ddof`` (``ddof=0`` default; ``ddof=1`` is
 the authors' ``torch.std``). Rows where the softmax saturates in floating point
-(:math:`\operatorname{Tr}\bar M = 0`, or the G-term or its norm underflows to 0) have
+(:math:`\operatorname{Tr}\bar M = 0`: every output one-hot, so the G-term is exactly 0) have
 ``saturated=True``: the measured :math:`\kappa(G)` there is the zero matrix's 0, the prediction
 is Eq. 9's confident-output limit (:math:`\Gamma_p \to 1`), and the two are not compared
 (the summary and the figure leave them out of the agreement).
@@ -120,8 +120,8 @@ def g_term_point(problem, basis: torch.Tensor, *, scale: float, batch_size: int 
                 if finite else math.nan)
     return {"term": "g_term", **stats.as_dict(), "expected_curvature": expected,
             "sigma_c2": fit.sigma_c2, "sigma_e2": fit.sigma_e2, "gamma_p": gp,
-            # G underflowed entirely, or so far that its norm does (kappa then reads 0)
-            "saturated": bool(finite and (is_saturated(pj.probs, g) or stats.frobenius == 0)),
+            # M-bar underflowed to 0 (every output one-hot): G is the zero matrix there
+            "saturated": bool(finite and is_saturated(pj.probs)),
             "finite": finite}
 
 
@@ -203,7 +203,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
     mean = sc.groupby("scale")[["positive_curvature", "expected_curvature"]].mean()
     rel = ((mean["positive_curvature"] - mean["expected_curvature"]).abs()
            / mean["expected_curvature"].abs().clip(lower=1e-12))
-    # agreement where there is something to agree on: no seed saturated (G underflowed) and
+    # agreement where there is something to agree on: no seed saturated (M-bar = 0) and
     # kappa(G) not collapsed
     any_saturated = saturated.groupby(sc["scale"]).any()
     live = (mean["positive_curvature"] > 0.5) & ~any_saturated
@@ -251,7 +251,7 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         if "saturated" in sc and sc["saturated"].fillna(False).astype(bool).any():
             start = float(sc.loc[sc["saturated"].fillna(False).astype(bool), "scale"].min())
             ax_s.axvspan(start, float(sc["scale"].max()), color="0.85", zorder=0,
-                         label="saturated: G underflows")
+                         label=r"saturated: one-hot softmax ($\bar M = 0$)")
         ax_s.set_xscale("log")
         ax_s.set_ylim(bottom=0)
     ax_s.set_xlabel(r"initialisation scale $\alpha$")

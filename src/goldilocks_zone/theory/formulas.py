@@ -26,9 +26,12 @@ Notation (SCIENCE.md §1, §5): ``S`` samples, ``K`` classes, subspace dimension
   *At saturation* (every softmax output one-hot to floating-point precision, :math:`\bar M
   \to 0`) the prediction is Eq. 9's limit along outputs becoming confident, i.e. Eq. 9 with
   :math:`\Gamma_p = 1` (:func:`gamma_p` returns 1 for :math:`\bar M = 0`); :math:`\kappa` is
-  scale-free, so a vanishing :math:`\mathbb{E}\,G` does not change it. The measured
-  :math:`\kappa(G)` is 0 there only because :math:`G` underflows: experiments mark such rows
-  ``saturated`` (:func:`is_saturated`) and leave them out of comparisons.
+  scale-free, so a vanishing :math:`\mathbb{E}\,G` does not change it. Experiments mark the
+  rows where :math:`\bar M` underflows to exactly 0 ``saturated`` (:func:`is_saturated`): the
+  measured :math:`G` is then the zero matrix (its :math:`\kappa` reads 0), not a value
+  comparable with Eq. 9, and such rows are left out of comparisons. A tiny but non-zero
+  :math:`G` (entries down to ~1e-300) is measured like any other: κ is scale-free and
+  :func:`goldilocks_zone.curvature.spectrum_stats` rescales before it takes norms.
 * Estimator conventions: :math:`\sigma_c^2` and :math:`\sigma_E^2` are plain variances with
   divisor :math:`n - \text{ddof}` (``n = Kd`` entries of ``C``, ``n = SKd`` residual entries).
   The package's default is ``ddof=0`` (divisor ``n``, the maximum-likelihood estimate); the
@@ -318,18 +321,19 @@ def authors_gradient_slope(sigma_c2: float, dim: int) -> float:
     return dim * math.sqrt(sigma_c2)
 
 
-def is_saturated(probs: Tensor, g_term: Tensor | None = None) -> bool:
-    r"""Whether the softmax is saturated in floating point: :math:`\operatorname{Tr}\bar M = 0`
-    (every output one-hot to the dtype's precision), or the G-term ``g_term`` (any shape) is
-    exactly zero (it underflowed). There the measured :math:`\kappa(G) = 0` is a round-off
-    artefact, not a value comparable with Eq. 9.
+def is_saturated(probs: Tensor) -> bool:
+    r"""Whether the softmax is saturated in floating point: :math:`\operatorname{Tr}\bar M = 0`,
+    i.e. every output is one-hot to the dtype's precision and the softmax covariance
+    :math:`\bar M` underflows to the zero matrix. The G-term
+    :math:`\frac1S\sum_s (J_sR)^\top M_s (J_sR)` is then exactly 0 and its measured
+    :math:`\kappa(G) = 0` is a round-off artefact, not a value comparable with Eq. 9. Outputs
+    that are merely very confident (:math:`\bar M` tiny but non-zero) are not saturated: their
+    G-term is tiny but representable and its :math:`\kappa` is measured scale-free.
 
     ``probs``: ``(S, K)`` softmax outputs.
     """
     trace = torch.diagonal(mean_softmax_covariance(probs), dim1=-2, dim2=-1).sum()
-    if not bool(trace > 0):
-        return True
-    return g_term is not None and not bool((g_term != 0).any())
+    return not bool(trace > 0)
 
 
 def gradient_noise_scale(sigma_e2: float, dim: int, num_samples: int) -> float:
