@@ -45,7 +45,7 @@ __all__ = ["AXES", "DEFAULT_BUDGET_SECONDS", "QUICK_BUDGET_SECONDS", "diagnose"]
 
 AXES = ("scale", "temperature")
 #: Time budget of the measurement (the timing probe picks N and d to fit it).
-DEFAULT_BUDGET_SECONDS = 12.0
+DEFAULT_BUDGET_SECONDS = 9.0
 QUICK_BUDGET_SECONDS = 4.0
 
 

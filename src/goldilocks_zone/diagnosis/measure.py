@@ -148,8 +148,8 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
                   Tensor], *, seconds: float, grid_size: int, num_models: int, num_bases: int,
                   available: int, train_mode: bool = False, batch_size: int | None = None,
                   dim: int | None = None, num_samples: int | None = None) -> Budget:
-    r"""Time the engine on a small probe and choose N and d so that ``grid_size ·
-    num_models`` passes take about ``seconds``.
+    r"""Time the engine on a small probe and choose N and d so that the probe and the
+    ``grid_size · num_models`` passes take about ``seconds`` together.
 
     Cost model of one pass with ``c = num_bases · d`` basis columns and ``N`` samples:
     :math:`t = c\,(u + vN)` — a per-column part ``u`` (projecting D-dimensional gradients on
@@ -171,12 +171,13 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     cols = num_bases * probe_d
     n1 = min(PROBE_SMALL, available)
 
-    def timed(n: int) -> float:
+    def timed(n: int, basis: Tensor = basis) -> float:
         start = time.perf_counter()
         subspace_curvature(model, (map_inputs(lambda t: t[:n], pair[0]), pair[1][:n]), basis,
                            batch_size=batch_size, train_mode=train_mode, trainable_only=False)
         return time.perf_counter() - start
 
+    probe_start = time.perf_counter()
     timed(min(4, available))  # warm-up: one-off costs of the first call
     t1 = timed(n1)
     # the second probe grows with what the budget allows (t1 / n1 overestimates the cost of
@@ -189,24 +190,33 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     cap_n = min(MAX_SAMPLES, available)
     floor_n = min(MIN_SAMPLES, cap_n)
 
-    def dim_for(n: float) -> int:
-        return int(seconds / (passes * num_bases * (u + v * n)))
+    def plan(u: float, v: float) -> tuple[int, int, str]:
+        def dim_for(n: float) -> int:
+            return int(seconds / (passes * num_bases * (u + v * n)))
 
-    if num_samples is not None:
-        n, why = num_samples, "d chosen for the time budget"
-        d = min(MAX_DIM, max(MIN_DIM, dim_for(n)))
-    elif dim is not None:
-        d, why = dim, "N chosen for the time budget"
-        afford = (seconds / (passes * num_bases * d) - u) / v
-        n = int(min(cap_n, max(floor_n, afford)))
-    else:
-        why = "N and d chosen for the time budget"
+        if num_samples is not None:
+            return num_samples, min(MAX_DIM, max(MIN_DIM, dim_for(num_samples))), \
+                "d chosen for the time budget"
+        if dim is not None:
+            afford = (seconds / (passes * num_bases * dim) - u) / v
+            return int(min(cap_n, max(floor_n, afford))), dim, "N chosen for the time budget"
         n = int(min(cap_n, max(floor_n, 2 * u / v)))
         d = dim_for(n)
         while d < MIN_DIM and n > floor_n:  # too slow: fewer samples before fewer directions
             n = max(floor_n, n // 2)
             d = dim_for(n)
-        d = min(MAX_DIM, max(MIN_DIM, d))
+        return n, min(MAX_DIM, max(MIN_DIM, d)), "N and d chosen for the time budget"
+
+    budget = seconds
+    n, d, why = plan(u, v)
+    if d != probe_d:
+        # The cost per column grows with the block of columns (memory traffic of the gradient
+        # tangents): time the planned block once on the first probe's samples and rescale.
+        factor = timed(n1, basis_for(d)) / (num_bases * d * (u + v * n1))
+        u, v = u * max(factor, 1.0), v * max(factor, 1.0)
+    # ``seconds`` covers the probe too: the passes get what the probe left (at least a third)
+    seconds = max(budget - (time.perf_counter() - probe_start), budget / 3)
+    n, d, why = plan(u, v)
     predicted = passes * num_bases * d * (u + v * n)
     note = (f"{why}: N = {n} samples, d = {d}, {num_bases} bases (timing probe: "
             f"{u * 1e3:.3g} ms per direction + {v * 1e6:.3g} µs per direction and sample; "
