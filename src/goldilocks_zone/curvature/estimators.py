@@ -227,9 +227,11 @@ class HessianEigenpairs:
 
 def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *,
             which: str = "largest", max_iterations: int = 100, tol: float = 1e-8,
-            seed: int | None = 0) -> HessianEigenpairs:
+            seed: int | None = 0, batched: bool = False) -> HessianEigenpairs:
     r"""k extreme eigenpairs of a symmetric operator given by ``matvec`` ((dim,) -> (dim,),
-    float64) by Lanczos with full reorthogonalisation.
+    float64) by Lanczos with full reorthogonalisation. ``batched=True`` says that ``matvec``
+    also maps (dim, m) -> (dim, m) (as :func:`hessian_vector_product` does): the k exact
+    residual products are then one call.
 
     ``which="largest"``: largest algebraic eigenvalues (descending); ``"magnitude"``: largest
     ``|λ|``. Stops when the Ritz residual estimates :math:`|\beta_m s_{m,i}|` of the wanted
@@ -256,8 +258,11 @@ def lanczos(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 1, *,
     vs = state.basis[:, :, 0]
     vectors = vs.T @ ritz_vecs.to(vs.device)
     vectors = vectors / vectors.norm(dim=0, keepdim=True)
-    av = torch.stack([matvec(vectors[:, i]).to(torch.float64) for i in range(vectors.shape[1])],
-                     dim=1)
+    if batched:
+        av = matvec(vectors).to(torch.float64)
+    else:
+        av = torch.stack([matvec(vectors[:, i]).to(torch.float64)
+                          for i in range(vectors.shape[1])], dim=1)
     residuals = (av - vectors * ritz_vals.to(vectors.device)).norm(dim=0).cpu()
     scale = float(ritz_vals.abs().max()) or 1.0
     return HessianEigenpairs(
@@ -276,7 +281,7 @@ def hessian_top_eigenpairs(model: nn.Module, data: Batch | Iterable[Batch], k: i
     train_mode. Eigenvectors are (D, k) float64 in ``parameters_to_vector`` order."""
     matvec, dim = _operator(model, data, term, dict(kwargs))
     return lanczos(matvec, dim, k, which=which, max_iterations=max_iterations, tol=tol,
-                   seed=seed)
+                   seed=seed, batched=True)
 
 
 # ------------------------------------------------------------- matvec-based trace estimators
