@@ -43,7 +43,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from goldilocks_zone.curvature import (
     random_basis,
     subspace_curvature,
 )
+from goldilocks_zone.curvature.batches import map_inputs, take_samples
 from goldilocks_zone.curvature.functional import flatten, model_params
 from goldilocks_zone.training.gradient_descent import evaluate
 
@@ -110,55 +111,19 @@ def preserved_rng_state() -> Iterator[None]:
         random.setstate(py_state)
 
 
-def _is_pair(obj: object) -> bool:
-    return (isinstance(obj, (tuple, list)) and len(obj) == 2
-            and all(isinstance(t, Tensor) for t in obj))
-
-
 def held_aside_batch(data: Any, num_samples: int) -> Batch:
     """The first ``num_samples`` samples of ``data`` as detached copies ``(inputs, targets)``.
 
-    ``data``: a pair of tensors ``(inputs, targets)``; a map-style dataset (``len`` and
-    ``data[i] -> (x_i, y_i)``); or an iterable of ``(inputs, targets)`` batches (a
-    ``DataLoader``). Fewer samples than ``num_samples`` means all of them. The global random
-    states are restored afterwards (iterating a shuffling ``DataLoader`` draws from them).
+    ``data``: any format the engine accepts (:func:`~goldilocks_zone.curvature.batches.
+    take_samples`: tensors, Datasets, DataLoaders, dict batches). Fewer samples than
+    ``num_samples`` means all of them. The global random states are restored afterwards
+    (iterating a shuffling ``DataLoader`` draws from them).
     """
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     with preserved_rng_state():
-        if _is_pair(data):
-            x, y = data[0][:num_samples], data[1][:num_samples]
-        elif hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(
-                data, (str, bytes, dict)):
-            items = [data[i] for i in range(min(len(data), num_samples))]
-            if not items or not all(isinstance(it, (tuple, list)) and len(it) == 2
-                                    for it in items):
-                raise TypeError("a dataset must yield (input, target) pairs")
-            x = torch.stack([torch.as_tensor(it[0]) for it in items])
-            y = torch.as_tensor([int(it[1]) for it in items])
-        elif isinstance(data, Iterable):
-            xs, ys, count = [], [], 0
-            for batch in data:
-                if not _is_pair(batch):
-                    raise TypeError("data must yield (inputs, targets) pairs of tensors; got "
-                                    f"a batch of type {type(batch).__name__}")
-                xs.append(batch[0][:num_samples - count])
-                ys.append(batch[1][:num_samples - count])
-                count += xs[-1].shape[0]
-                if count >= num_samples:
-                    break
-            if not xs:
-                raise ValueError("data is empty: no samples to hold aside")
-            x, y = torch.cat(xs), torch.cat(ys)
-        else:
-            raise TypeError("data must be a pair (inputs, targets) of tensors, a dataset or an "
-                            f"iterable of batches; got {type(data).__name__}")
-    if x.shape[0] == 0:
-        raise ValueError("data is empty: no samples to hold aside")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"inputs and targets disagree on the number of samples: "
-                         f"{x.shape[0]} vs {y.shape[0]}")
-    return x.detach().clone(), y.detach().clone()
+        x, y = take_samples(data, num_samples)
+    return map_inputs(lambda t: t.detach().clone(), x), y.detach().clone()
 
 
 class _Stop(Exception):
