@@ -11,10 +11,10 @@ from goldilocks_zone.experiments._shared.functional_training import (
     accuracy_and_loss,
     model_params,
     per_sample_jacobians,
-    sgd_trajectory,
 )
 from goldilocks_zone.experiments.logit_clustering import clustering
 from goldilocks_zone.sweep.runner import replot, run_experiment
+from goldilocks_zone.training.minibatch import sgd_trajectory
 
 
 def _tiny():

@@ -247,7 +247,7 @@ def test_bad_inputs_raise_clear_errors():
         CurvatureMonitor(_net(), (x, y), budget_s=-1.0)
     with pytest.raises(ValueError, match="exceeds the number of parameters"):
         CurvatureMonitor(_net(), (x, y), dim=10_000)
-    with pytest.raises(TypeError, match="tuple \(inputs, targets\)"):
+    with pytest.raises(TypeError, match=r"tuple \(inputs, targets\)"):
         CurvatureMonitor(_net(), 3.0)
     with pytest.raises(TypeError, match="step_index"):
         CurvatureMonitor(_net(), (x, y)).step(1.5)

@@ -83,13 +83,13 @@ def test_every_engine_entry_point_leaves_the_model_alone():
 
 
 def test_training_and_experiment_helpers_leave_the_model_alone():
-    from goldilocks_zone.experiments.logit_clustering import (
+    from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         model_params,
         per_sample_jacobians,
-        sgd_trajectory,
     )
     from goldilocks_zone.training.gradient_descent import evaluate, gradient_descent
+    from goldilocks_zone.training.minibatch import sgd_trajectory
 
     model = bn_dropout_model()
     x, y = data()

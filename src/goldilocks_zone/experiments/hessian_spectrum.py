@@ -120,9 +120,9 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         accuracy_and_loss,
         load_split,
         model_params,
-        sgd_trajectory,
     )
     from goldilocks_zone.theory import random_model as rm
+    from goldilocks_zone.training.minibatch import sgd_trajectory
 
     dtype = torch.float64
     train, probe = load_split(config.dataset, train_samples=config.train_samples,

@@ -15,7 +15,7 @@ samples (:class:`goldilocks_zone.theory.random_model.CosineAccumulator`, exact a
 Expected: :math:`q_{SLSC} > q_{SL} > q_{DL} \approx 0` for every dataset, architecture,
 activation and stage (the clustering that P2's random model assumes).
 
-:func:`~goldilocks_zone.experiments._shared.functional_training.sgd_trajectory`, the small
+:func:`~goldilocks_zone.training.minibatch.sgd_trajectory`, the small
 functional minibatch-SGD loop used here, is shared with ``simplex`` and ``hessian-spectrum``.
 """
 
@@ -44,8 +44,8 @@ from goldilocks_zone.experiments._shared.functional_training import (
     load_split,
     model_params,
     per_sample_jacobians,
-    sgd_trajectory,
 )
+from goldilocks_zone.training.minibatch import sgd_trajectory
 
 STAGES = ("init", "trained")
 

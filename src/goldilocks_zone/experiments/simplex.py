@@ -4,7 +4,7 @@ scale grows, over training and in the random model.
 Protocol.
 
 * **Training.** Train a network (``model``, ``activation``, on ``dataset``) with minibatch SGD
-  (:func:`~goldilocks_zone.experiments.logit_clustering.sgd_trajectory`) and log, at
+  (:func:`~goldilocks_zone.training.minibatch.sgd_trajectory`) and log, at
   ``num_checkpoints`` log-spaced steps: the logit variance :math:`\mathrm{Var}(z)` over probe
   samples and classes, the mean logit-gradient length
   :math:`\langle\|\nabla_\theta z_k^\mu\|\rangle` (per-sample Jacobians of ``jacobian_samples``
@@ -140,9 +140,9 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         load_split,
         model_params,
         per_sample_jacobians,
-        sgd_trajectory,
     )
     from goldilocks_zone.theory import random_model as rm
+    from goldilocks_zone.training.minibatch import sgd_trajectory
 
     dtype = torch_dtype(config.dtype)
     train, probe = load_split(config.dataset, train_samples=config.train_samples,

@@ -32,9 +32,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib
 import itertools
 import json
+import pkgutil
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,20 +80,16 @@ def resolve_experiment(ref: str) -> Experiment:
     if ":" in ref:
         module_name, _, attr = ref.partition(":")
         try:
-            module = importlib.import_module(module_name)
+            obj: Any = pkgutil.resolve_name(ref)
         except ImportError as exc:
             raise SpecError(
                 f"experiment {ref!r}: cannot import module {module_name!r} ({exc}); "
                 "is it on PYTHONPATH?"
             ) from None
-        obj: Any = module
-        for part in attr.split("."):
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise SpecError(
-                    f"experiment {ref!r}: module {module_name!r} has no attribute {attr!r}"
-                ) from None
+        except (AttributeError, ValueError):
+            raise SpecError(
+                f"experiment {ref!r}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
         if not isinstance(obj, Experiment):
             raise SpecError(
                 f"experiment {ref!r} is a {type(obj).__name__}, not a "

@@ -1,19 +1,18 @@
-r"""Functional training and probing shared by P2's experiments (``logit-clustering``,
-``simplex``, ``hessian-spectrum``): a small minibatch-SGD loop on parameter dicts, per-sample
-logit Jacobians, accuracy/loss at a parameter dict, and the train/probe data split."""
+r"""Functional probing shared by P2's experiments (``logit-clustering``, ``simplex``,
+``hessian-spectrum``): per-sample logit Jacobians, accuracy/loss at a parameter dict, and the
+train/probe data split. Their training loop is
+:func:`goldilocks_zone.training.minibatch.sgd_trajectory`."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jacrev, vmap
+from torch.func import jacrev, vmap
 
 from goldilocks_zone.curvature.functional import FunctionalModel
 from goldilocks_zone.curvature.functional import model_params as engine_params
-from goldilocks_zone.curvature.random import torch_generator
 
 Params = dict[str, Tensor]
 
@@ -22,47 +21,6 @@ def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
     """Fresh detached copies of the model's parameters (the model itself is never changed)."""
     return {n: (p.to(dtype) if dtype is not None else p).clone()
             for n, p in engine_params(model).items()}
-
-
-def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
-                   steps: int, lr: float, batch_size: int, seed: int = 0,
-                   yield_at: Sequence[int] = (), train_mode: bool = False
-                   ) -> Iterator[tuple[int, Params]]:
-    r"""Minibatch SGD :math:`\theta \leftarrow \theta - \eta \nabla_\theta \frac1B \sum_{b}
-    \ell(x_b, y_b)` on functional parameters; batches drawn without replacement each epoch
-    from ``seed``. Yields ``(step, params)`` at every step in ``yield_at`` (step 0 = the start)
-    and always at the last step; the yielded dicts are new tensors, never the model's.
-    Gradients are taken in eval mode (``train_mode=False``) or train mode (each minibatch's
-    BatchNorm statistics); the model's flags and buffers are left as they were. Frozen
-    parameters (``requires_grad=False``) are not updated."""
-    if steps < 0 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"need steps >= 0, batch_size >= 1, lr > 0; got steps={steps}, "
-                         f"batch_size={batch_size}, lr={lr}")
-    fm = FunctionalModel(model, params=params, train_mode=train_mode)
-
-    def loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(fm.logits(p, x), y)
-
-    step_grad = grad(loss)
-    gen = torch_generator(int(seed))
-    n = inputs.shape[0]
-    bs = min(batch_size, n)
-    wanted = set(int(s) for s in yield_at) | {steps}
-    theta = {k: v.detach().clone() for k, v in fm.params.items()}
-    order = torch.randperm(n, generator=gen)
-    pos = 0
-    for step in range(steps + 1):
-        if step in wanted:
-            yield step, {k: v.clone() for k, v in {**fm.constants, **theta}.items()}
-        if step == steps:
-            break
-        if pos + bs > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + bs].to(inputs.device)
-        pos += bs
-        with fm.mode():
-            g = step_grad(theta, inputs[idx], targets[idx])
-        theta = {k: theta[k] - lr * g[k] for k in theta}
 
 
 def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
