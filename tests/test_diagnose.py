@@ -190,3 +190,57 @@ def test_bad_arguments_fail_before_measuring(circles):
         diagnose(_demo(), circles, num_bases=1)
     with pytest.raises(TypeError, match="Dataset"):
         diagnose(_demo(), 42, **TINY)
+
+
+def test_timing_probe_plans_within_bounds_and_scales_down_for_heavy_models(monkeypatch):
+    """The probe's plan respects the sample/direction bounds; a heavy model (here forced by the
+    threshold) is probed with MIN_DIM directions on a handful of samples and may use as few as
+    HEAVY_MIN_SAMPLES samples, so that a large network still finishes."""
+    from goldilocks_zone.curvature import random_basis
+    from goldilocks_zone.diagnosis import measure
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    pair = (torch.randn(300, 6), torch.arange(300) % 3)
+    num_params = sum(p.numel() for p in model.parameters())
+
+    def bases_for(d: int) -> torch.Tensor:
+        return random_basis(num_params, 2 * d, seed=0, dtype=torch.float32)
+
+    seen: list[tuple[int, int]] = []
+    real = measure.subspace_curvature
+
+    def spy(model, data, basis, **kwargs):
+        seen.append((basis.shape[1], data[1].shape[0]))
+        return real(model, data, basis, **kwargs)
+
+    monkeypatch.setattr(measure, "subspace_curvature", spy)
+    plan = measure.choose_budget(model, pair, bases_for, seconds=5.0, grid_size=9,
+                                 num_models=1, num_bases=2, available=300)
+    assert measure.MIN_SAMPLES <= plan.num_samples <= 300
+    assert measure.MIN_DIM <= plan.dim <= measure.MAX_DIM and "predicted" in plan.note
+
+    seen.clear()
+    monkeypatch.setattr(measure, "HEAVY_SECONDS_PER_DIRECTION_SAMPLE", 0.0)
+    heavy = measure.choose_budget(model, pair, bases_for, seconds=1e-6, grid_size=9,
+                                  num_models=1, num_bases=2, available=300)
+    assert max(cols for cols, _ in seen) == 2 * measure.MIN_DIM
+    assert max(n for _, n in seen) <= measure.HEAVY_PROBE[1]
+    assert (heavy.num_samples, heavy.dim) == (measure.HEAVY_MIN_SAMPLES, measure.MIN_DIM)
+
+
+def test_progress_shows_the_current_points_interval_narrowing(circles, capsys):
+    from goldilocks_zone.diagnosis.measure import running_interval
+
+    rows = [{"scale": 1.0, "positive_curvature": k} for k in (1.0, 2.0, 3.0, 2.0)]
+    assert running_interval([], "scale") == ""
+    assert running_interval(rows[:1], "scale") == "κ now = 1 (n = 1)"
+    two, four = running_interval(rows[:2], "scale"), running_interval(rows, "scale")
+    assert two == "κ now = 1.5 ± 0.5 s.e. (n = 2)"
+    assert four == "κ now = 2 ± 0.41 s.e. (n = 4)"
+    # the current point is measured first, so the bar shows its interval from the first pass
+    model = _demo()
+    result = goldilocks_zone.diagnose(model, circles, progress=True, **TINY)
+    err = capsys.readouterr().err
+    assert "κ now = " in err and "s.e. (n = 3)" in err
+    assert list(result.table["scale"]) == [x for x in TINY["grid"] for _ in range(3)]

@@ -14,6 +14,7 @@ Steps (each model is evaluated functionally and never modified):
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -36,6 +37,7 @@ from goldilocks_zone.diagnosis.measure import (
     choose_budget,
     embedded_bases,
     measure_axis,
+    running_interval,
     top_class_probability,
 )
 from goldilocks_zone.diagnosis.report import Diagnosis
@@ -183,6 +185,7 @@ def diagnose(model: nn.Module | Callable[[], nn.Module], data: Any, *,
     if dim is not None and dim > rows[0].numel():
         raise ValueError(f"dim = {dim} exceeds the {rows[0].numel()} measured parameters")
 
+    @functools.lru_cache(maxsize=2)  # the probe's blocks may be the measurement's
     def bases_for(d: int, i: int = 0) -> torch.Tensor:
         return embedded_bases(num_params, rows[i], d, num_bases, seed, dtype=dtype,
                               device=device)
@@ -203,10 +206,14 @@ def diagnose(model: nn.Module | Callable[[], nn.Module], data: Any, *,
 
     bar = tqdm(total=len(grid) * len(models), desc=f"κ along {axis}", unit="pass",
                file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    def step(rows: list[dict]) -> None:
+        bar.set_postfix_str(running_interval(rows, axis), refresh=False)
+        bar.update(1)
+
     try:
         table = measure_axis(models, pair, [bases_for(d, i) for i in range(len(models))],
                              axis, grid, scaled, dim=d, train_mode=train_mode,
-                             batch_size=batch_size, on_step=lambda: bar.update(1))
+                             batch_size=batch_size, on_step=step)
     finally:
         bar.close()
     now = table[table[axis] == 1.0]

@@ -19,6 +19,7 @@ the cost is proportional to ``columns × samples`` (what the engine's batched pa
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from goldilocks_zone.curvature import random_basis, spectrum_stats, subspace_cur
 from goldilocks_zone.curvature.batches import map_inputs
 
 __all__ = ["Budget", "DEFAULT_GRIDS", "QUICK_GRIDS", "choose_budget", "embedded_bases",
-           "measure_axis", "top_class_probability"]
+           "measure_axis", "running_interval", "top_class_probability"]
 
 #: Default grids: scale 10^-2 .. 10^2 (two points per decade), temperature 10^-4 .. 10^4 (one
 #: per decade). For a homogeneous model of degree L = 2..3, α ∈ [10^-2, 10^2] spans
@@ -51,6 +52,14 @@ MIN_DIM, DEFAULT_DIM, MAX_DIM = 4, 16, 48
 #: budget). Both use the columns of DEFAULT_DIM per basis, so that the per-column cost is
 #: measured at a realistic block size (small probes underestimate it several-fold).
 PROBE_SMALL, PROBE_SAMPLES, PROBE_SHARE = 64, 256, 0.25
+#: A model is *heavy* when one direction and sample cost more than this (seconds) in a tiny
+#: pass (LeNet-300-100: ~1 ms; a ResNet-18 on 32×32 images: ~60 ms on a 2-core CPU). Heavy
+#: models are probed with MIN_DIM directions per basis on HEAVY_PROBE samples, and N may go
+#: down to HEAVY_MIN_SAMPLES, so that a default diagnosis still finishes in minutes; the
+#: intervals then say how much that costs in certainty.
+HEAVY_SECONDS_PER_DIRECTION_SAMPLE = 0.02
+HEAVY_PROBE = (4, 16)
+HEAVY_MIN_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -71,9 +80,13 @@ def embedded_bases(num_params: int, rows: Tensor, dim: int, num_bases: int, seed
     b``), embedded into ``(num_params, num_bases·dim)`` with zeros outside ``rows`` (the
     flat indices of the measured parameters)."""
     out = torch.zeros(num_params, num_bases * dim, dtype=dtype, device=device)
+    everything = rows.numel() == num_params  # rows are sorted and unique: all of them
     for b in range(num_bases):
         r = random_basis(rows.numel(), dim, seed=seed * 1000 + b, dtype=dtype, device=device)
-        out[rows.to(device), b * dim:(b + 1) * dim] = r
+        if everything:
+            out[:, b * dim:(b + 1) * dim] = r
+        else:
+            out[rows.to(device), b * dim:(b + 1) * dim] = r
     return out
 
 
@@ -99,32 +112,53 @@ def measure_axis(models: Sequence[nn.Module], pair: tuple[Tensor, Tensor],
                  bases: Sequence[Tensor], axis: str, grid: Sequence[float],
                  scaled_names: Sequence[Sequence[str]], *, dim: int, train_mode: bool = False,
                  batch_size: int | None = None,
-                 on_step: Callable[[], None] | None = None) -> pd.DataFrame:
+                 on_step: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
     """The tidy table: columns ``init``, ``basis``, ``<axis>``, ``positive_curvature``,
     ``fraction_positive``, ``g_spectral_norm``, ``h_spectral_norm``, ``loss``,
-    ``accuracy``, ``prior_mismatch``; one engine pass per (model, grid value)."""
-    rows = []
-    for i, (model, basis, names) in enumerate(zip(models, bases, scaled_names, strict=True)):
+    ``accuracy``, ``prior_mismatch``; one engine pass per (model, grid value).
+
+    The current point (1 on the axis) is measured first for every model, so that its
+    interval is known early and only narrows; ``on_step`` receives the rows measured so far
+    after every pass. The table is returned in grid order."""
+    rows: list[dict] = []
+    order = sorted(range(len(grid)), key=lambda j: grid[j] != 1.0)  # stable: 1 first
+    jobs = [(j, i) for j in order[:1] for i in range(len(models))]
+    jobs += [(j, i) for i in range(len(models)) for j in order[1:]]
+    for j, i in jobs:
+        model, basis, names = models[i], bases[i], scaled_names[i]
         num_bases = basis.shape[1] // dim
-        for x in grid:
-            sc = _one_pass(model, pair, basis, axis, float(x), names, train_mode=train_mode,
-                           batch_size=batch_size)
-            mismatch = float((sc.class_prior - sc.mean_probs).norm())
-            for b in range(num_bases):
-                block = slice(b * dim, (b + 1) * dim)
-                h = spectrum_stats(sc.hessian[block, block])
-                g = spectrum_stats(sc.g_term[block, block])
-                hh = spectrum_stats(sc.h_term[block, block])
-                rows.append({"init": i, "basis": b, axis: float(x),
-                             "positive_curvature": h.positive_curvature,
-                             "fraction_positive": h.fraction_positive,
-                             "g_spectral_norm": g.spectral_norm,
-                             "h_spectral_norm": hh.spectral_norm,
-                             "loss": sc.loss, "accuracy": sc.accuracy,
-                             "prior_mismatch": mismatch})
-            if on_step is not None:
-                on_step()
-    return pd.DataFrame(rows)
+        sc = _one_pass(model, pair, basis, axis, float(grid[j]), names, train_mode=train_mode,
+                       batch_size=batch_size)
+        mismatch = float((sc.class_prior - sc.mean_probs).norm())
+        for b in range(num_bases):
+            block = slice(b * dim, (b + 1) * dim)
+            h = spectrum_stats(sc.hessian[block, block])
+            g = spectrum_stats(sc.g_term[block, block])
+            hh = spectrum_stats(sc.h_term[block, block])
+            rows.append({"init": i, "basis": b, axis: float(grid[j]),
+                         "positive_curvature": h.positive_curvature,
+                         "fraction_positive": h.fraction_positive,
+                         "g_spectral_norm": g.spectral_norm,
+                         "h_spectral_norm": hh.spectral_norm,
+                         "loss": sc.loss, "accuracy": sc.accuracy,
+                         "prior_mismatch": mismatch, "_grid": j})
+        if on_step is not None:
+            on_step(rows)
+    table = pd.DataFrame(rows).sort_values(["init", "_grid", "basis"], kind="stable")
+    return table.drop(columns="_grid").reset_index(drop=True)
+
+
+def running_interval(rows: Sequence[dict], axis: str) -> str:
+    """``κ now = m ± s.e. (n)`` over the current point's rows measured so far (for the
+    progress bar; the standard error shrinks as bases and inits come in)."""
+    values = [r["positive_curvature"] for r in rows if r[axis] == 1.0]
+    if not values:
+        return ""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"κ now = {mean:.3g} (n = 1)"
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return f"κ now = {mean:.3g} ± {math.sqrt(var / len(values)):.2g} s.e. (n = {len(values)})"
 
 
 def top_class_probability(model: nn.Module, pair: tuple[Tensor, Tensor], *,
@@ -153,12 +187,18 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
 
     Cost model of one pass with ``c = num_bases · d`` basis columns and ``N`` samples:
     :math:`t = c\,(u + vN)` — a per-column part ``u`` (projecting D-dimensional gradients on
-    the basis) and a per-column-and-sample part ``v``. Two timed passes (after a warm-up) on
-    ``n_1 = PROBE_SMALL`` and ``n_2 ≤ PROBE_SAMPLES`` samples, with ``DEFAULT_DIM`` columns per
-    basis, fit ``u`` and ``v``. N is then taken where
+    the basis) and a per-column-and-sample part ``v``. A warm-up and a tiny timed pass tell
+    whether the model is heavy (more than ``HEAVY_SECONDS_PER_DIRECTION_SAMPLE``); two timed
+    passes on ``n_1 = PROBE_SMALL`` and ``n_2 ≤ PROBE_SAMPLES`` samples with ``DEFAULT_DIM``
+    columns per basis (heavy models: ``HEAVY_PROBE`` samples, ``MIN_DIM`` columns) fit ``u``
+    and ``v``. N is then taken where
     samples cost twice the fixed part (:math:`vN = 2u`, more samples for little time),
-    clamped to ``[MIN_SAMPLES, MAX_SAMPLES]``, and d fills the budget within
-    ``[MIN_DIM, MAX_DIM]``. A ``dim`` or ``num_samples`` given by the user is kept.
+    clamped to ``[MIN_SAMPLES, MAX_SAMPLES]`` (heavy models: from ``HEAVY_MIN_SAMPLES``), and
+    d fills the budget within
+    ``[MIN_DIM, MAX_DIM]``. A ``dim`` or ``num_samples`` given by the user is kept. Every
+    timed shape is warmed up first: the first pass at a new block of columns pays one-off
+    allocation costs (several times a pass on LeNet-300-100), after which the cost is close
+    to linear in the columns.
     """
     passes = grid_size * num_models
     if num_samples is not None and dim is not None:
@@ -166,29 +206,37 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
                       predicted_seconds=float("nan"),
                       note=f"as given: N = {num_samples} samples, d = {dim}, {num_bases} bases "
                       f"({passes} passes)")
-    probe_d = dim if dim is not None else DEFAULT_DIM
-    basis = basis_for(probe_d)
-    cols = num_bases * probe_d
-    n1 = min(PROBE_SMALL, available)
-
-    def timed(n: int, basis: Tensor = basis) -> float:
+    def timed(n: int, basis: Tensor) -> float:
         start = time.perf_counter()
         subspace_curvature(model, (map_inputs(lambda t: t[:n], pair[0]), pair[1][:n]), basis,
                            batch_size=batch_size, train_mode=train_mode, trainable_only=False)
         return time.perf_counter() - start
 
     probe_start = time.perf_counter()
-    timed(min(4, available))  # warm-up: one-off costs of the first call
-    t1 = timed(n1)
+    tiny = basis_for(dim if dim is not None else MIN_DIM)
+    timed(min(2, available), tiny)  # warm-up: one-off costs of the first call
+    # How heavy is the model? A second tiny pass; a large network (ResNet-18-sized on CPU)
+    # gets a probe of its own size and a lower floor of samples, so that it still finishes.
+    heavy = (timed(min(2, available), tiny) / (tiny.shape[1] * min(2, available))
+             > HEAVY_SECONDS_PER_DIRECTION_SAMPLE)
+    probe_d = dim if dim is not None else (MIN_DIM if heavy else DEFAULT_DIM)
+    basis = tiny if probe_d == tiny.shape[1] // num_bases else basis_for(probe_d)
+    cols = num_bases * probe_d
+    if basis is not tiny:
+        timed(min(2, available), basis)  # warm-up at the probe's block of columns
+    n1 = min(HEAVY_PROBE[0] if heavy else PROBE_SMALL, available)
+    t1 = timed(n1, basis)
     # the second probe grows with what the budget allows (t1 / n1 overestimates the cost of
     # a sample, so this stays within PROBE_SHARE of the budget)
-    n2 = int(min(PROBE_SAMPLES, available, max(2 * n1, PROBE_SHARE * seconds * n1 / t1)))
-    t2 = timed(n2) if n2 > n1 else t1
-    # (a quarter of the mean per-sample cost bounds v from below when load noise hides it)
-    v = max((t2 - t1) / max(n2 - n1, 1), 0.25 * t2 / n2) / cols
+    n2 = int(min(HEAVY_PROBE[1] if heavy else PROBE_SAMPLES, available,
+                 max(2 * n1, PROBE_SHARE * seconds * n1 / t1)))
+    t2 = timed(n2, basis) if n2 > n1 else t1
+    # (half the mean per-sample cost bounds v from below: timing noise on the small probes
+    # hides it, and a sample costs more at larger N, once the tangents outgrow the caches)
+    v = max((t2 - t1) / max(n2 - n1, 1), 0.5 * t2 / n2) / cols
     u = max(t1 / cols - v * n1, 0.0)
     cap_n = min(MAX_SAMPLES, available)
-    floor_n = min(MIN_SAMPLES, cap_n)
+    floor_n = min(HEAVY_MIN_SAMPLES if heavy else MIN_SAMPLES, cap_n)
 
     def plan(u: float, v: float) -> tuple[int, int, str]:
         def dim_for(n: float) -> int:
@@ -208,12 +256,6 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
         return n, min(MAX_DIM, max(MIN_DIM, d)), "N and d chosen for the time budget"
 
     budget = seconds
-    n, d, why = plan(u, v)
-    if d != probe_d:
-        # The cost per column grows with the block of columns (memory traffic of the gradient
-        # tangents): time the planned block once on the first probe's samples and rescale.
-        factor = timed(n1, basis_for(d)) / (num_bases * d * (u + v * n1))
-        u, v = u * max(factor, 1.0), v * max(factor, 1.0)
     # ``seconds`` covers the probe too: the passes get what the probe left (at least a third)
     seconds = max(budget - (time.perf_counter() - probe_start), budget / 3)
     n, d, why = plan(u, v)
