@@ -9,7 +9,10 @@ of samples S at the end, never by the number of chunks):
   returns the gradient tangents :math:`H r_j` (b × D numbers); they are projected on R by
   large matrix products ``(b, n_k) @ (n_k, d)``, one per parameter tensor of n_k entries (b
   from ``TANGENT_BUDGET_BYTES``), so only d×d numbers leave each chunk and the cost does not
-  depend on the basis' memory layout;
+  depend on the basis' memory layout. When a Linear layer sees the data only (LeNet's first
+  layer), the basis is pushed through it exactly and the pass differentiates with respect to
+  that layer's output instead of its weights (:mod:`.input_layer`; about a third fewer FLOPs
+  on LeNet-300-100);
 - the projected logit Jacobians :math:`J_s R / T` (the tangents of the logits in the same
   pass, at no extra cost) and from them the G-term
   :math:`G_R = \frac1S \sum_s (J_sR/T)^\top (\mathrm{diag}\,p_s - p_s p_s^\top)(J_sR/T)`;
@@ -22,6 +25,7 @@ Every per-chunk d×d product and sum is accumulated in float64, also for float32
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +42,7 @@ from goldilocks_zone.curvature.functional import (
     check_basis,
     unflatten,
 )
+from goldilocks_zone.curvature.input_layer import InputLayer, find_input_layer
 from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
 
 TERMS = ("hessian", "g_term", "h_term")
@@ -164,37 +169,40 @@ def _column_blocks(basis_dict: Params, block: int):
         yield {k: v[start:start + block] for k, v in basis_dict.items()}
 
 
-def _chunk_pass(ev: FunctionalModel, x: Tensor, y: Tensor, basis_dict: Params, block: int,
-                cotangent: Tensor | None = None):
+def _chunk_pass(logits_of: Callable[[Params], Tensor], primal: Params, directions: Params,
+                y: Tensor, block: int, cotangent: Tensor | None = None):
     r"""One chunk by forward-over-reverse: returns ``(hessian, z_t, grad, z)``.
 
+    ``logits_of(primal)`` are the chunk's logits and ``directions[name]`` (d, *shape) the basis
+    in the coordinates of ``primal`` (the parameters, or with the input-layer shortcut the
+    other parameters and the layer's output; see :mod:`.input_layer`).
     ``hessian`` (d, d) float64: the summed :math:`R^\top H R` over the chunk's samples (row j
     is :math:`(H r_j)^\top R`, not yet symmetrised); ``z_t`` (d, B, K): logit tangents
     :math:`J_s r_j`; ``grad`` (d,) float64: summed :math:`R^\top \nabla L`; ``z`` (B, K): logits.
 
     The jvp is vmapped over ``block`` basis columns at a time and returns the gradient tangents
-    :math:`H r_j` (parameter-shaped); they are projected on R outside the vmap with one matrix
-    product per parameter tensor (:func:`_project`). With ``cotangent`` (B, K) given,
-    differentiate the fixed linear functional ``cotangent · z`` instead of the loss (the
-    direct H-term).
+    :math:`H r_j` (shaped like ``primal``); they are projected on the directions outside the
+    vmap with one matrix product per tensor (:func:`_project`). With ``cotangent`` (B, K)
+    given, differentiate the fixed linear functional ``cotangent · z`` instead of the loss
+    (the direct H-term).
     """
-    def grad_and_logits(params: Params):
-        z, pullback = vjp(lambda q: ev.logits(q, x), params)
+    def grad_and_logits(q: Params):
+        z, pullback = vjp(logits_of, q)
         dz = softmax_residual(z, y) if cotangent is None else cotangent
         (g,) = pullback(dz)
         return g, z
 
     def along(tangent: Params):
-        (g, z), (g_t, z_t) = jvp(grad_and_logits, (ev.params,), (tangent,))
+        (g, z), (g_t, z_t) = jvp(grad_and_logits, (primal,), (tangent,))
         return g_t, z_t, g, z
 
     rows, tangents = [], []
-    for piece in _column_blocks(basis_dict, block):
+    for piece in _column_blocks(directions, block):
         g_t, z_t, g, z = vmap(along, out_dims=(0, 0, None, None))(piece)
-        rows.append(_project(g_t, basis_dict))
+        rows.append(_project(g_t, directions))
         tangents.append(z_t)
         del g_t
-    grad = _project({k: v[None] for k, v in g.items()}, basis_dict)[0]
+    grad = _project({k: v[None] for k, v in g.items()}, directions)[0]
     return torch.cat(rows), torch.cat(tangents), grad, z
 
 
@@ -322,8 +330,10 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
 
     Cost per chunk of B samples: one vmapped forward-over-reverse pass over blocks of basis
     columns (block size from ``TANGENT_BUDGET_BYTES``) and one ``(b, D) @ (D, d)`` product per
-    block. float32 models are differentiated in float32; the per-chunk d × d products, the
-    G-term contraction and every sum over chunks are accumulated in float64.
+    block; a Linear layer fed by the data alone is handled by the exact input-layer shortcut
+    (:mod:`.input_layer`) when ``d`` is below its input width. float32 models are
+    differentiated in float32; the per-chunk d × d products, the G-term contraction and every
+    sum over chunks are accumulated in float64.
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
@@ -339,11 +349,18 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     need_g = verify_split or "g_term" in terms or "h_term" in terms
     sums = _Sums(d, need_hessian, need_g, verify_split)
 
-    with ev.mode(), torch.no_grad():
+    with ev.mode(), torch.no_grad(), contextlib.ExitStack() as stack:
+        layer: InputLayer | None | bool = None if need_hessian else False  # first chunk decides
         for x, y in chunks(data, ev, batch_size):
+            if layer is None:
+                layer = find_input_layer(ev, x, d) or False
+                if layer:
+                    stack.enter_context(layer.installed())
             if need_hessian:
+                split = (layer.split(ev, x, basis_dict) if layer else
+                         (lambda q, x=x: ev.logits(q, x), ev.params, basis_dict))
                 with torch.enable_grad():
-                    h_t, z_t, proj, z = _chunk_pass(ev, x, y, basis_dict, block)
+                    h_t, z_t, proj, z = _chunk_pass(*split, y, block)
             else:
                 h_t, proj = None, None
                 with torch.enable_grad():
@@ -352,7 +369,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
             if verify_split:
                 cot = softmax_residual(z, y).detach()
                 with torch.enable_grad():
-                    hd_t, *_ = _chunk_pass(ev, x, y, basis_dict, block, cotangent=cot)
+                    hd_t, *_ = _chunk_pass(*split, y, block, cotangent=cot)
                 sums.h_direct += hd_t.cpu()
     return _result(sums, terms, scale, temperature)
 
