@@ -53,6 +53,21 @@ class MyLinear(nn.Linear):
     pass
 
 
+class ReadsWeight(nn.Module):
+    """The first layer's weight is also read directly (a tied decoder written with
+    F.linear): one module slot, two uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(12, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        back = torch.nn.functional.linear(h, self.a.weight.T)  # (B, 12)
+        return self.head(torch.tanh(h + back[:, :8]))
+
+
 def _mlp(bias: bool = True, norm: bool = False) -> nn.Module:
     layers = [nn.Flatten(), nn.Linear(12, 9, bias=bias)]
     layers += [nn.BatchNorm1d(9)] if norm else []
@@ -134,7 +149,8 @@ def test_shortcut_is_taken_and_exact(case, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["dim-too-large", "tied", "called-twice", "input-depends",
-                                  "subclass", "conv-first"])
+                                  "subclass", "conv-first", "weight-read-elsewhere",
+                                  "user-hook"])
 def test_shortcut_is_refused_where_it_would_be_wrong_or_slow(case):
     x, _ = _data(shape=(12,))
     dim = 6
@@ -155,18 +171,26 @@ def test_shortcut_is_refused_where_it_would_be_wrong_or_slow(case):
         model.head.requires_grad_(False)
     elif case == "subclass":
         model = nn.Sequential(MyLinear(12, 5), nn.ReLU(), MyLinear(5, 3))
+    elif case == "weight-read-elsewhere":
+        model = ReadsWeight()
+        model.head.requires_grad_(False)
+    elif case == "user-hook":
+        model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        model[0].register_forward_hook(lambda m, a, out: 2 * out)
     else:
         model = nn.Sequential(nn.Unflatten(1, (1, 3, 4)), nn.Conv2d(1, 2, 2), nn.Flatten(),
                               nn.ReLU(), nn.Linear(12, 3))
     model = model.double()
+    hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
     assert _found(model, x, dim) is None
-    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert hooks == [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()]
 
 
-def test_tied_and_twice_called_models_stay_exact():
+@pytest.mark.parametrize("make", [Twice, ReadsWeight])
+def test_refused_models_stay_exact(make):
     """Where the shortcut is refused, the plain pass still matches the oracle."""
     x, _ = _data(shape=(12,))
-    model = Twice().double()
+    model = make().double()
     y = torch.randint(0, 3, (x.shape[0],))
     num = sum(p.numel() for p in model.parameters())
     basis = random_basis(num, 5, seed=1)

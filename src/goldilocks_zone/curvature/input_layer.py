@@ -16,9 +16,11 @@ first layer holds 88 % of the parameters and this product about a third of the p
 The layer's output is replaced by :math:`z_1` with a forward hook that lives only for the
 duration of one engine call.
 
-Used when it pays (``d < in_features``) and is exact: the layer is a plain ``nn.Linear``,
-called once per forward, its input independent of the differentiated parameters, its weight
-differentiated and held by no other module slot (a differentiated bias likewise).
+Used when it pays (``d < in_features``) and is exact: the layer is a plain ``nn.Linear``
+without hooks of its own, called once per forward, its input independent of the
+differentiated parameters, its weight differentiated, held by no other module slot and used
+by nothing but the layer (one edge into it in the autograd graph; a differentiated bias
+likewise).
 """
 
 from __future__ import annotations
@@ -145,7 +147,8 @@ def find_input_layer(ev: FunctionalModel, x: Inputs, dim: int) -> InputLayer | N
     candidates = [m for m in dict.fromkeys(ev.model.modules())
                   if type(m) is nn.Linear and m.in_features > dim and usable(m.weight)
                   and (m.bias is None or usable(m.bias)
-                       or canonical.get(id(m.bias)) not in ev.params)]
+                       or canonical.get(id(m.bias)) not in ev.params)
+                  and not m._forward_hooks and not m._forward_pre_hooks]  # no user hooks
     if not candidates:
         return None
     seen: dict[nn.Module, list[bool]] = {m: [] for m in candidates}
@@ -158,13 +161,37 @@ def find_input_layer(ev: FunctionalModel, x: Inputs, dim: int) -> InputLayer | N
     try:
         leaves = {k: v.detach().requires_grad_(True) for k, v in ev.params.items()}
         with torch.enable_grad():
-            ev.logits(leaves, x)
+            logits = ev.logits(leaves, x)
     finally:
         for h in handles:
             h.remove()
-    fed_by_data = [m for m in candidates if seen[m] == [True]]
+    # the layer's parameters must be used by nothing but the layer (e.g. not also read as
+    # ``F.linear(h, self.fc1.weight)`` elsewhere): exactly one edge into each in the graph
+    uses = _uses(logits, [leaves[canonical[id(p)]] for m in candidates
+                          for p in (m.weight, m.bias) if usable(p)])
+    fed_by_data = [m for m in candidates if seen[m] == [True]
+                   and all(uses[id(leaves[canonical[id(p)]])] == 1
+                           for p in (m.weight, m.bias) if usable(p))]
     if not fed_by_data:
         return None
     best = max(fed_by_data, key=lambda m: m.weight.numel())
     bias = canonical[id(best.bias)] if usable(best.bias) else None
     return InputLayer(best, canonical[id(best.weight)], bias)
+
+
+def _uses(out: Tensor, leaves: list[Tensor]) -> dict[int, int]:
+    """How many edges of ``out``'s autograd graph end in each leaf (by ``id``)."""
+    with torch.enable_grad():
+        nodes = {leaf.view_as(leaf).grad_fn.next_functions[0][0]: id(leaf) for leaf in leaves}
+    count = dict.fromkeys(nodes.values(), 0)
+    seen, stack = set(), [out.grad_fn] if out.grad_fn is not None else []
+    while stack:
+        for nxt, _ in stack.pop().next_functions:
+            if nxt is None:
+                continue
+            if nxt in nodes:
+                count[nodes[nxt]] += 1
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return count
