@@ -180,3 +180,18 @@ def test_seed_gives_same_model_in_float32_and_float64():
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert pb.dtype == torch.float64
         torch.testing.assert_close(pa, pb.float(), rtol=0, atol=0)
+
+
+def test_example_resnet18_is_a_user_factory(monkeypatch):
+    """The diagnosis guide's ResNet-18 (examples/models) loads as ``module:factory``."""
+    from pathlib import Path
+
+    import torch
+
+    from goldilocks_zone import models as registry
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    net = registry.create("examples.models.resnet18_cifar:resnet18", (3, 32, 32), 10, seed=0)
+    assert sum(p.numel() for p in net.parameters()) == 11_173_962
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
