@@ -52,7 +52,8 @@ class InputLayer:
 
     module: nn.Linear
     weight: str
-    bias: str | None  # the bias' name when it is differentiated, else None (a constant)
+    bias: str | None  # the bias' name when it is differentiated, else None
+    constant_bias: str | None  # the bias' name when it is a constant (frozen), else None
     _state: dict = field(default_factory=dict)
 
     @contextlib.contextmanager
@@ -97,8 +98,8 @@ class InputLayer:
         basis of the other parameters and the pushed-forward directions (d, ..., out)."""
         a = self.layer_input(ev, x).detach()
         weight = ev.params[self.weight]
-        bias_name = self._bias_name(ev)
-        bias = (ev.params if self.bias else ev.constants).get(bias_name) if bias_name else None
+        bias = (ev.params[self.bias] if self.bias else
+                ev.constants[self.constant_bias] if self.constant_bias else None)
         rw = basis_dict[self.weight]  # (d, out, in)
         d, out, width = rw.shape
         flat = a.reshape(-1, width)
@@ -127,11 +128,6 @@ class InputLayer:
             return z
 
         return logits_of, primal, directions
-
-    def _bias_name(self, ev: FunctionalModel) -> str | None:
-        if self.module.bias is None:
-            return None
-        return {id(p): n for n, p in ev.model.named_parameters()}[id(self.module.bias)]
 
 
 def find_input_layer(ev: FunctionalModel, x: Inputs, dim: int) -> InputLayer | None:
@@ -176,7 +172,9 @@ def find_input_layer(ev: FunctionalModel, x: Inputs, dim: int) -> InputLayer | N
         return None
     best = max(fed_by_data, key=lambda m: m.weight.numel())
     bias = canonical[id(best.bias)] if usable(best.bias) else None
-    return InputLayer(best, canonical[id(best.weight)], bias)
+    constant = (canonical[id(best.bias)] if best.bias is not None and bias is None
+                else None)
+    return InputLayer(best, canonical[id(best.weight)], bias, constant)
 
 
 def _uses(out: Tensor, leaves: list[Tensor]) -> dict[int, int]:
