@@ -49,11 +49,11 @@ MIN_SAMPLES, MAX_SAMPLES = 128, 2000
 MIN_DIM, DEFAULT_DIM, MAX_DIM = 4, 16, 48
 #: Samples of the timing probe: a first pass on PROBE_SMALL samples, a second on up to
 #: PROBE_SAMPLES (fewer when the first shows that more would cost over PROBE_SHARE of the
-#: budget). Both use the columns of DEFAULT_DIM per basis, so that the per-column cost is
-#: measured at a realistic block size (small probes underestimate it several-fold).
+#: budget). Both use the columns of DEFAULT_DIM per basis (MIN_DIM for heavy models), each
+#: shape warmed up first, so the fit does not include one-off allocation costs.
 PROBE_SMALL, PROBE_SAMPLES, PROBE_SHARE = 64, 256, 0.25
 #: A model is *heavy* when one direction and sample cost more than this (seconds) in a tiny
-#: pass (LeNet-300-100: ~1 ms; a ResNet-18 on 32×32 images: ~60 ms on a 2-core CPU). Heavy
+#: pass (LeNet-300-100: ~1 ms; a ResNet-18 on 32×32 images: 50–80 ms on a 2-core CPU). Heavy
 #: models are probed with MIN_DIM directions per basis on HEAVY_PROBE samples, and N may go
 #: down to HEAVY_MIN_SAMPLES, so that a default diagnosis still finishes in minutes; the
 #: intervals then say how much that costs in certainty.
