@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> dict:
     """Check every option and resolve names; returns what the run needs. Raises _Usage."""
     from goldilocks_zone import data, models
+    from goldilocks_zone.data.registry import canonical_name
     from goldilocks_zone.diagnosis.inputs import parse_device, parse_dtype
 
     if args.scales is not None and (args.no_scales or args.axis == "temperature"
@@ -134,9 +135,7 @@ def _validate(args: argparse.Namespace) -> dict:
         if args.init is not None and args.init not in models.INIT_SCHEMES:
             raise _Usage(f"unknown init {args.init!r}; choose one of "
                          f"{', '.join(models.INIT_SCHEMES)}")
-    aliases = {"fashion_mnist", "fashionmnist", "fmnist", "mnist5k", "mnist_5k", "cifar-10",
-               "cifar_10"}
-    if args.dataset.lower() not in data.names() and args.dataset.lower() not in aliases:
+    if canonical_name(args.dataset) is None:
         raise _Usage(f"unknown dataset {args.dataset!r}; choose one of "
                      f"{', '.join(data.names())}")
     try:
