@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from goldilocks_zone.curvature.batches import BatchStatistics, chunks
 from goldilocks_zone.curvature.functional import (
     FunctionalModel,
     Params,
@@ -44,6 +43,8 @@ from goldilocks_zone.curvature.functional import (
     unflatten,
 )
 from goldilocks_zone.curvature.random import torch_generator
+from goldilocks_zone.training.gradient_descent import evaluate as full_batch_evaluation
+from goldilocks_zone.training.minibatch import epoch_batches
 
 __all__ = [
     "ParameterLayout",
@@ -184,13 +185,9 @@ def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
     inputs, targets = data
     _check_data(inputs, targets)
     layout = layout or ParameterLayout.of(model)
-    fm = FunctionalModel(model, params=layout.to_dict(theta.to(dtype=inputs.dtype)))
-    stats = BatchStatistics()
-    with fm.mode(), torch.no_grad():
-        for x, y in chunks(data, fm, batch_size, forward_mode=False):
-            stats.add(fm(x), y)
-    loss = stats.loss
-    return (loss if math.isfinite(loss) else float("nan")), stats.accuracy
+    ev = full_batch_evaluation(model, layout.to_dict(theta.to(dtype=inputs.dtype)), data,
+                               batch_size=batch_size)
+    return (ev.loss if math.isfinite(ev.loss) else float("nan")), ev.accuracy
 
 
 # --------------------------------------------------------------------------- training
@@ -245,18 +242,6 @@ class SubspaceTrainingResult:
     steps_taken: int
 
 
-def _batches(num_samples: int, batch_size: int | None, generator: torch.Generator):
-    """Endless stream of index tensors: reshuffled epochs, or everything when full-batch."""
-    if batch_size is None or batch_size >= num_samples:
-        everything = torch.arange(num_samples)
-        while True:
-            yield everything
-    while True:
-        order = torch.randperm(num_samples, generator=generator)
-        for start in range(0, num_samples - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
-
-
 def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Surface, *,
                      steps: int, lr: float, optimizer: str = "adam", momentum: float = 0.9,
                      batch_size: int | None = None, seed: int | None = 0,
@@ -302,8 +287,9 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
         opt: torch.optim.Optimizer = torch.optim.Adam([u], lr=lr)
     else:
         opt = torch.optim.SGD([u], lr=lr, momentum=momentum)
-    generator = torch_generator(0 if seed is None else int(seed))
-    batches = _batches(inputs.shape[0], batch_size, generator)
+    full_batch = batch_size is None or batch_size >= inputs.shape[0]
+    batches = epoch_batches(inputs.shape[0], None if full_batch else batch_size,
+                            torch_generator(0 if seed is None else int(seed)))
 
     log: dict[str, list[float]] = {k: [] for k in ("step", "train_loss", "train_accuracy",
                                                    "eval_loss", "eval_accuracy", "radius")}
