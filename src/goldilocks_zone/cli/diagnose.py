@@ -44,14 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "seeded with --seed")
     p.add_argument("--dataset", required=True, help="registry data set name")
     p.add_argument("--split", default="train", help="data split (default: train)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="samples N (default: chosen by a timing probe to fit --budget)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="subspace dimension d (default: chosen by the timing probe)")
-    p.add_argument("--bases", type=int, default=None,
-                   help="random bases per model (default 4; 3 with a factory)")
-    p.add_argument("--inits", type=int, default=None,
-                   help="initialisations of a factory model (default 2)")
+    for option, text in (
+            ("--num-samples", "samples N (default: chosen by a timing probe to fit --budget)"),
+            ("--dim", "subspace dimension d (default: chosen by the timing probe)"),
+            ("--bases", "random bases per model (default 4; 3 with a factory)"),
+            ("--inits", "initialisations of a factory model (default 2)")):
+        p.add_argument(option, type=int, default=None, help=text)
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the model's init, the bases and the data subsample")
     p.add_argument("--axis", choices=("scale", "temperature"), default=None,

@@ -164,12 +164,14 @@ class Surface:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _check_data(inputs: Tensor, targets: Tensor) -> None:
+def check_samples(inputs: Tensor, targets: Tensor, *, empty: str = "no samples") -> None:
+    """ValueError unless ``inputs`` and ``targets`` hold the same number of samples, at least
+    one (``empty`` is the message for none)."""
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs and targets disagree on the number of samples: "
                          f"{inputs.shape[0]} vs {targets.shape[0]}")
     if inputs.shape[0] == 0:
-        raise ValueError("no samples")
+        raise ValueError(empty)
 
 
 def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
@@ -183,7 +185,7 @@ def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
     non-finite logits occur. The model (and its BatchNorm statistics) is not touched.
     """
     inputs, targets = data
-    _check_data(inputs, targets)
+    check_samples(inputs, targets)
     layout = layout or ParameterLayout.of(model)
     ev = full_batch_evaluation(model, layout.to_dict(theta.to(dtype=inputs.dtype)), data,
                                batch_size=batch_size)
@@ -258,7 +260,7 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
     set and ``eval_data`` are evaluated in chunks. The model's own parameters are not touched.
     """
     inputs, targets = data
-    _check_data(inputs, targets)
+    check_samples(inputs, targets)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not (lr > 0 and math.isfinite(lr)):
