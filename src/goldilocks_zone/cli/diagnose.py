@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
 def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
                   started: float) -> list[Path]:
     from goldilocks_zone.diagnosis.folder import write_run_folder
-    from goldilocks_zone.sweep.runner import device_description, git_commit, package_versions
+    from goldilocks_zone.sweep.runner import run_provenance
     from goldilocks_zone.sweep.store import atomic_write_text, write_results
 
     config = {k: v for k, v in vars(args).items() if k not in ("out", "json", "no_progress")}
@@ -224,13 +224,8 @@ def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
         "config": config,
         "provenance": {"verdict": result.label, "budget": result.budget_note,
                        "num_samples": result.num_samples, "dim": result.dim},
-        "versions": package_versions(),
-        "device": device_description(args.device),
-        "dtype": args.dtype,
-        "seed": args.seed,
-        "git_commit": git_commit(),
-        "command": ["goldilocks", "diagnose", *argv],
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        **run_provenance(args.device, args.dtype, args.seed, ["goldilocks", "diagnose", *argv],
+                         started),
         "timings": {"run_seconds": result.seconds, "total_seconds": time.time() - started},
     }
     return write_run_folder(out, result, manifest, write_results=write_results,
