@@ -44,14 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "seeded with --seed")
     p.add_argument("--dataset", required=True, help="registry data set name")
     p.add_argument("--split", default="train", help="data split (default: train)")
-    p.add_argument("--num-samples", type=int, default=None,
-                   help="samples N (default: chosen by a timing probe to fit --budget)")
-    p.add_argument("--dim", type=int, default=None,
-                   help="subspace dimension d (default: chosen by the timing probe)")
-    p.add_argument("--bases", type=int, default=None,
-                   help="random bases per model (default 4; 3 with a factory)")
-    p.add_argument("--inits", type=int, default=None,
-                   help="initialisations of a factory model (default 2)")
+    for option, text in (
+            ("--num-samples", "samples N (default: chosen by a timing probe to fit --budget)"),
+            ("--dim", "subspace dimension d (default: chosen by the timing probe)"),
+            ("--bases", "random bases per model (default 4; 3 with a factory)"),
+            ("--inits", "initialisations of a factory model (default 2)")):
+        p.add_argument(option, type=int, default=None, help=text)
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the model's init, the bases and the data subsample")
     p.add_argument("--axis", choices=("scale", "temperature"), default=None,
@@ -89,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> dict:
     """Check every option and resolve names; returns what the run needs. Raises _Usage."""
     from goldilocks_zone import data, models
+    from goldilocks_zone.data.registry import canonical_name
     from goldilocks_zone.diagnosis.inputs import parse_device, parse_dtype
 
     if args.scales is not None and (args.no_scales or args.axis == "temperature"
@@ -134,9 +133,7 @@ def _validate(args: argparse.Namespace) -> dict:
         if args.init is not None and args.init not in models.INIT_SCHEMES:
             raise _Usage(f"unknown init {args.init!r}; choose one of "
                          f"{', '.join(models.INIT_SCHEMES)}")
-    aliases = {"fashion_mnist", "fashionmnist", "fmnist", "mnist5k", "mnist_5k", "cifar-10",
-               "cifar_10"}
-    if args.dataset.lower() not in data.names() and args.dataset.lower() not in aliases:
+    if canonical_name(args.dataset) is None:
         raise _Usage(f"unknown dataset {args.dataset!r}; choose one of "
                      f"{', '.join(data.names())}")
     try:
@@ -216,7 +213,7 @@ def main(argv: list[str]) -> int:
 def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
                   started: float) -> list[Path]:
     from goldilocks_zone.diagnosis.folder import write_run_folder
-    from goldilocks_zone.sweep.runner import device_description, git_commit, package_versions
+    from goldilocks_zone.sweep.runner import run_provenance
     from goldilocks_zone.sweep.store import atomic_write_text, write_results
 
     config = {k: v for k, v in vars(args).items() if k not in ("out", "json", "no_progress")}
@@ -227,13 +224,8 @@ def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
         "config": config,
         "provenance": {"verdict": result.label, "budget": result.budget_note,
                        "num_samples": result.num_samples, "dim": result.dim},
-        "versions": package_versions(),
-        "device": device_description(args.device),
-        "dtype": args.dtype,
-        "seed": args.seed,
-        "git_commit": git_commit(),
-        "command": ["goldilocks", "diagnose", *argv],
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        **run_provenance(args.device, args.dtype, args.seed, ["goldilocks", "diagnose", *argv],
+                         started),
         "timings": {"run_seconds": result.seconds, "total_seconds": time.time() - started},
     }
     return write_run_folder(out, result, manifest, write_results=write_results,

@@ -121,9 +121,8 @@ def check_names(config: Any) -> None:
     dataset (before any data is loaded). A model may also be an ``mlp:W1xW2`` spec or a
     ``package.module:factory`` reference, passed through to the model registry."""
     from goldilocks_zone import data, models
-    from goldilocks_zone.data import registry as data_registry
+    from goldilocks_zone.data.registry import canonical_name
 
-    datasets = data.names() + list(getattr(data_registry, "_ALIASES", {}))
     for key in ("model", "models"):
         for name in _as_list(getattr(config, key, ())):
             if not (_known(name, models.names()) or name == "mlp" or ":" in name):
@@ -132,7 +131,7 @@ def check_names(config: Any) -> None:
                                  "or package.module:factory)")
     for key in ("dataset", "datasets", "other_dataset"):
         for name in _as_list(getattr(config, key, ())):
-            if name and not _known(name, datasets):
+            if name and canonical_name(name) is None:
                 raise UsageError(f"unknown dataset {name!r}; choose one of: "
                                  f"{', '.join(data.names())}")
 

@@ -113,10 +113,7 @@ def _cmd_sweep(argv: list[str]) -> int:
                            scheduler=args.scheduler, threads=args.threads,
                            retry_failed=args.retry_failed, show_progress=not args.no_progress,
                            plot=not args.no_plot)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ExecutorError as exc:
+    except (SpecError, ExecutorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreWriteError as exc:

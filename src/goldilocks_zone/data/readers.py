@@ -42,6 +42,13 @@ def file_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), st.st_size, st.st_mtime_ns
 
 
+def read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays``, marked read-only: the readers' caches hand the same arrays to every caller."""
+    for arr in arrays:
+        arr.flags.writeable = False
+    return arrays
+
+
 def _read_bytes(path: Path) -> bytes:
     with open(path, "rb") as fh:
         head = fh.read(2)
@@ -85,9 +92,7 @@ def _idx_pair_cached(images_key: tuple, labels_key: tuple) -> tuple[np.ndarray, 
     if images.shape[0] != labels.shape[0]:
         raise CorruptDatasetError(f"{images_path} holds {images.shape[0]} images but "
                                   f"{labels_path} holds {labels.shape[0]} labels")
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return read_only(images, labels)
 
 
 def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -177,10 +182,7 @@ def _cifar_cached(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
     parts = [_parse_cifar_batch(raw, where) for raw, where in raws.values()]
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
-    images = data.reshape(-1, 3, 32, 32)
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return read_only(data.reshape(-1, 3, 32, 32), labels)
 
 
 def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -215,9 +217,7 @@ def _svhn_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
                                   f"[{y.min()}, {y.max()}]")
     images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # (n, 3, 32, 32)
     labels = (y.astype(np.int64) % 10)  # the digit 0 is stored as label 10
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return read_only(images, labels)
 
 
 def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +245,7 @@ def _mnist5k_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise CorruptDatasetError(f"{path}: pixel values must lie in 0..255 and labels in 0..9")
-    images = pixels.astype(np.uint8).reshape(-1, 28, 28)
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return read_only(pixels.astype(np.uint8).reshape(-1, 28, 28), labels)
 
 
 def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -283,9 +280,7 @@ def _points_csv_cached(key: tuple, num_classes: int) -> tuple[np.ndarray, np.nda
             or labels.min() < 0 or labels.max() >= num_classes:
         raise CorruptDatasetError(f"{path}: coordinates must be finite and labels integers in "
                                   f"0..{num_classes - 1}")
-    points.flags.writeable = False
-    labels.flags.writeable = False
-    return points, labels
+    return read_only(points, labels)
 
 
 def read_points_csv(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,26 +86,33 @@ def _not_found(name: str, split: str, searched: Sequence[Path | str], wanted: st
         f"To get it: {how}")
 
 
-def _torchvision_download(name: str, cls_name: str, target: Path, **kwargs) -> None:
+def _torchvision_download(name: str, cls_name: str, root, **kwargs) -> Path:
+    """Download through torchvision into ``root`` (default :func:`download_dir`); returns the
+    folder."""
     if importlib.util.find_spec("torchvision") is None:
         raise DatasetNotFoundError(
             f"download=True for {name!r} needs torchvision, which is not installed; install it "
             f"or fetch the files by hand (see the error without download=True)")
     import torchvision.datasets as tvd
 
+    target = Path(root).expanduser() if root is not None else download_dir()
     target.mkdir(parents=True, exist_ok=True)
     getattr(tvd, cls_name)(root=str(target), download=True, **kwargs)
+    return target
 
 
-def _subsample_indices(size: int, num_samples: int | None, seed: int | None,
-                       name: str, split: str) -> np.ndarray | None:
-    """Indices of the seeded subsample ``load`` takes (the same draw as :func:`subsample`)."""
+def _subsample(arrays: tuple[np.ndarray, ...], num_samples: int | None, seed: int | None,
+               name: str, split: str) -> tuple[np.ndarray, ...]:
+    """The seeded subsample ``load`` takes of ``arrays`` (the same draw as :func:`subsample`;
+    all of them without ``num_samples``)."""
     if num_samples is None:
-        return None
+        return arrays
+    size = arrays[0].shape[0]
     n = int(num_samples)
     if n < 1 or n > size:
         raise ValueError(f"num_samples={num_samples} but {name}/{split} has {size} samples")
-    return numpy_generator(0 if seed is None else seed).choice(size, size=n, replace=False)
+    idx = numpy_generator(0 if seed is None else seed).choice(size, size=n, replace=False)
+    return tuple(a[idx] for a in arrays)
 
 
 def _image_dataset(name: str, split: str, images: np.ndarray, labels: np.ndarray,
@@ -113,9 +120,7 @@ def _image_dataset(name: str, split: str, images: np.ndarray, labels: np.ndarray
                    num_samples: int | None, seed: int | None, normalize: bool) -> Dataset:
     """Select the subsample on the raw uint8 values, then scale to [0, 1] and standardise
     per channel: x ← (x / 255 − mean_c) / std_c. Grey images become (N, 1, H, W)."""
-    idx = _subsample_indices(images.shape[0], num_samples, seed, name, split)
-    if idx is not None:
-        images, labels = images[idx], labels[idx]
+    images, labels = _subsample((images, labels), num_samples, seed, name, split)
     if images.ndim == 3:
         images = images[:, None]
     num_channels = images.shape[1]
@@ -168,8 +173,7 @@ def _load_idx_set(name: str, split: str, root, env_var: str, subdirs: Sequence[s
             return _image_dataset(name, split, images, labels, 10, source, stats,
                                   num_samples, seed, normalize)
     if found is None and download:
-        target = Path(root).expanduser() if root is not None else download_dir()
-        _torchvision_download(name, tv_name, target, train=split == "train")
+        target = _torchvision_download(name, tv_name, root, train=split == "train")
         found = _find_idx(candidate_dirs(target, None, subdirs), split)
     if found is None:
         image_names, label_names = _idx_names(split)
@@ -234,9 +238,7 @@ def _read_pureml(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or images.shape[0] != labels.shape[0]:
         raise readers.CorruptDatasetError(f"{path}: unexpected arrays {images.shape}, "
                                           f"{labels.shape}")
-    images.flags.writeable = False
-    labels.flags.writeable = False
-    return images, labels
+    return readers.read_only(images, labels)
 
 
 def _load_mnist(split: str, root, num_samples, seed, *, normalize: bool = True,
@@ -311,11 +313,8 @@ def _load_digits(split: str, root, num_samples, seed, *, normalize: bool = True)
                          "sklearn.datasets.load_digits", "pip install scikit-learn") from None
     images, labels = _digits_arrays()
     idx = _bundled_split(labels, split)
-    images = images[idx]  # (n, 8, 8) float32, values 0..16
-    labels = labels[idx]
-    pick = _subsample_indices(images.shape[0], num_samples, seed, "digits", split)
-    if pick is not None:
-        images, labels = images[pick], labels[pick]
+    # (n, 8, 8) float32, values 0..16
+    images, labels = _subsample((images[idx], labels[idx]), num_samples, seed, "digits", split)
     x = torch.from_numpy(images[:, None] / np.float32(16.0))
     if normalize:
         x = (x - DIGITS_STATS[0][0]) / DIGITS_STATS[1][0]
@@ -343,9 +342,8 @@ def _load_cifar10(split: str, root, num_samples, seed, *, normalize: bool = True
 
     found = next((p for p in candidates if hit(p)), None)
     if found is None and download:
-        target = Path(root).expanduser() if root is not None else download_dir()
-        _torchvision_download("cifar10", "CIFAR10", target, train=split == "train")
-        found = target / "cifar-10-batches-py"
+        found = _torchvision_download("cifar10", "CIFAR10", root,
+                                      train=split == "train") / "cifar-10-batches-py"
     if found is None:
         raise _not_found("cifar10", split, candidates,
                          "cifar-10-batches-py/ or cifar-10-python.tar.gz",
@@ -367,9 +365,7 @@ def _load_svhn(split: str, root, num_samples, seed, *, normalize: bool = True,
     candidates += [f / filename for f in candidate_dirs(root, "SVHN_ROOT", ("svhn", "SVHN"))]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None and download:
-        target = Path(root).expanduser() if root is not None else download_dir()
-        _torchvision_download("svhn", "SVHN", target, split=split)
-        found = target / filename
+        found = _torchvision_download("svhn", "SVHN", root, split=split) / filename
     if found is None:
         raise _not_found("svhn", split, candidates, filename,
                          f"download {filename} from {SVHN_URL} and pass root= its folder (or "
@@ -396,10 +392,8 @@ def _load_circles(split: str, root, num_samples, seed) -> Dataset:
     if not path.is_file():
         raise _not_found("circles", split, [path], CIRCLES_FILES[split],
                          "reinstall goldilocks-zone (the CSV files are package data)")
-    points, labels = readers.read_points_csv(path, CIRCLES_CLASSES)
-    idx = _subsample_indices(points.shape[0], num_samples, seed, "circles", split)
-    if idx is not None:
-        points, labels = points[idx], labels[idx]
+    points, labels = _subsample(readers.read_points_csv(path, CIRCLES_CLASSES), num_samples,
+                                seed, "circles", split)
     # float64, exactly the authors' values (no normalisation: the coordinates lie in the
     # unit disc already)
     return Dataset(name="circles", split=split, inputs=torch.from_numpy(points.copy()),
@@ -407,15 +401,21 @@ def _load_circles(split: str, root, num_samples, seed) -> Dataset:
                    source=f"{path} (P1 authors' Circles data, MIT licence)")
 
 
+def _generated_size(name: str, root, num_samples, seed, default: int) -> tuple[int, int]:
+    """How many samples a generated set draws (``default`` unless ``num_samples``) and its
+    base seed; generated sets take no root."""
+    if root is not None:
+        raise ValueError(f"{name!r} is generated; it takes no root")
+    n = default if num_samples is None else int(num_samples)
+    if n < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    return n, 0 if seed is None else seed
+
+
 def _load_rings(split: str, root, num_samples, seed, *, noise: float = 0.08,
                 num_classes: int = 3, radii: Sequence[float] | None = None) -> Dataset:
     """Synthetic concentric rings, one per class (default 3,000 train / 1,000 test)."""
-    if root is not None:
-        raise ValueError("'rings' is generated; it takes no root")
-    n = RINGS_SIZES[split] if num_samples is None else int(num_samples)
-    if n < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    base = 0 if seed is None else seed
+    n, base = _generated_size("rings", root, num_samples, seed, RINGS_SIZES[split])
     x, y = synthetic.rings(n, synthetic.split_rng(base, split), num_classes=int(num_classes),
                            radii=radii, noise=float(noise))
     radii_text = "(k+1)/2" if radii is None else tuple(radii)
@@ -429,12 +429,7 @@ def _load_gaussian(split: str, root, num_samples, seed, *,
                    prior: Sequence[float] | None = None) -> Dataset:
     """Random N(0, 1) inputs of any shape with labels following ``prior`` (default uniform;
     10,000 samples unless ``num_samples``)."""
-    if root is not None:
-        raise ValueError("'gaussian' is generated; it takes no root")
-    n = GAUSSIAN_SIZE if num_samples is None else int(num_samples)
-    if n < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    base = 0 if seed is None else seed
+    n, base = _generated_size("gaussian", root, num_samples, seed, GAUSSIAN_SIZE)
     if isinstance(prior, torch.Tensor):
         prior = prior.tolist()
     x, y = synthetic.gaussian(n, synthetic.split_rng(base, split), input_shape=input_shape,
@@ -485,6 +480,14 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
+def canonical_name(name: str) -> str | None:
+    """The registered name that ``name`` stands for (any case, or an alias such as ``fmnist``
+    or ``cifar-10``); ``None`` when it names no data set."""
+    key = name.lower() if isinstance(name, str) else name
+    key = _ALIASES.get(key, key)
+    return key if key in _REGISTRY else None
+
+
 def describe() -> dict[str, str]:
     """One-line description of each registered data set."""
     return {name: spec.summary for name, spec in _REGISTRY.items()}
@@ -518,8 +521,7 @@ def load(name: str, split: str = "train", *, root: str | os.PathLike | None = No
             get them).
         CorruptDatasetError: files malformed or truncated.
     """
-    key = name.lower() if isinstance(name, str) else name
-    spec = _REGISTRY.get(_ALIASES.get(key, key))
+    spec = _REGISTRY.get(canonical_name(name))
     if spec is None:
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(names())}")
     if split not in spec.splits:

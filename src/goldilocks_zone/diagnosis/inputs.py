@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from goldilocks_zone.curvature.batches import take_samples
 from goldilocks_zone.curvature.functional import Inputs
 from goldilocks_zone.curvature.random import torch_generator
+from goldilocks_zone.training.subspace import check_samples
 
 #: "everything" for loaders that do not know their length.
 MAX_TAKE = 2**62
@@ -86,11 +87,7 @@ def first_samples(data: Any, n: int | None, *, seed: int = 0) -> tuple[Inputs, T
             data = torch.utils.data.Subset(data, torch.randperm(len(data), generator=gen)[:n])
         return take_samples(data, n or MAX_TAKE)
     inputs, targets = tensors
-    if inputs.shape[0] != targets.shape[0]:
-        raise ValueError(f"inputs and targets disagree on the number of samples: "
-                         f"{inputs.shape[0]} vs {targets.shape[0]}")
-    if inputs.shape[0] == 0:
-        raise ValueError("data is empty: no samples to diagnose")
+    check_samples(inputs, targets, empty="data is empty: no samples to diagnose")
     if n is None or inputs.shape[0] <= n:
         return inputs, targets
     gen = torch_generator(int(seed))

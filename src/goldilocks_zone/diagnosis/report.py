@@ -146,12 +146,9 @@ class Diagnosis:
             if name in ("table", "verdict"):
                 continue
             out[name] = getattr(self, name)
-        v = self.verdict
-        out["verdict"] = {
-            "label": v.label, "zone": list(v.zone) if v.zone else None, "peak": v.peak,
-            "peak_kappa": v.peak_kappa.as_dict(), "kappa_now": v.kappa_now.as_dict(),
-            "pi_now": v.pi_now.as_dict(), "margin": v.margin.as_dict(),
-            "multiplier": v.multiplier, "reason": v.reason, "advice": v.advice}
+        out["verdict"] = {name: value.as_dict() if isinstance(value, Interval) else value
+                          for name, value in vars(self.verdict).items()}
+        out["verdict"]["zone"] = list(self.verdict.zone) if self.verdict.zone else None
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -67,6 +67,15 @@ def device_description(device: str | None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def run_provenance(device: str | None, dtype: Any, seed: Any, command: list[str],
+                   started: float) -> dict[str, Any]:
+    """The manifest entries of a run folder that say what ran where: versions, device, dtype,
+    seed, git commit, command line and start time (UTC)."""
+    return {"versions": package_versions(), "device": device_description(device),
+            "dtype": dtype, "seed": seed, "git_commit": git_commit(), "command": command,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
+
+
 def _plotter(experiment: Experiment, table: pd.DataFrame, config: Any):
     def draw(fig_dir: Path) -> tuple[list[Path], list[str]]:
         import matplotlib
@@ -110,13 +119,8 @@ def run_experiment(name: str, config: Any = None, out_dir: str | Path | None = N
         "quick": quick,
         "config": config_dict,
         "provenance": ctx.provenance,
-        "versions": package_versions(),
-        "device": device_description(config_dict.get("device")),
-        "dtype": config_dict.get("dtype"),
-        "seed": config_dict.get("seed", config_dict.get("seeds")),
-        "git_commit": git_commit(),
-        "command": sys.argv,
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        **run_provenance(config_dict.get("device"), config_dict.get("dtype"),
+                         config_dict.get("seed", config_dict.get("seeds")), sys.argv, started),
         "timings": {"run_seconds": elapsed},
         "num_rows": len(table),
     }

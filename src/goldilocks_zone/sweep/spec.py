@@ -246,13 +246,15 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep spec") -> SweepS
             )
         seen[name] = section
 
-    grid_in = _table(data.get("grid", {}), "grid", where)
-    grid: dict[str, list[Any]] = {}
-    for name, values in grid_in.items():
-        claim(name, "grid")
-        grid[name] = [convert(name, v, "grid") for v in _nonempty_list(values, name, "grid",
-                                                                        where)]
+    def swept_lists(table: Any, section: str) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for name, values in _table(table, section, where).items():
+            claim(name, section)
+            out[name] = [convert(name, v, section)
+                         for v in _nonempty_list(values, name, section, where)]
+        return out
 
+    grid = swept_lists(data.get("grid", {}), "grid")
     zip_in = data.get("zip", [])
     groups_in = [zip_in] if isinstance(zip_in, Mapping) else zip_in
     if not isinstance(groups_in, list):
@@ -260,12 +262,7 @@ def parse_spec(data: Mapping[str, Any], *, source: str = "sweep spec") -> SweepS
     zips: list[dict[str, list[Any]]] = []
     for g, group_in in enumerate(groups_in):
         section = "zip" if len(groups_in) == 1 else f"zip #{g + 1}"
-        group_in = _table(group_in, section, where)
-        group: dict[str, list[Any]] = {}
-        for name, values in group_in.items():
-            claim(name, section)
-            group[name] = [convert(name, v, section)
-                           for v in _nonempty_list(values, name, section, where)]
+        group = swept_lists(group_in, section)
         lengths = {name: len(v) for name, v in group.items()}
         if len(set(lengths.values())) > 1:
             listed = ", ".join(f"{n} has {k}" for n, k in lengths.items())

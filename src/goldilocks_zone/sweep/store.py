@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from goldilocks_zone.sweep.spec import SpecError, SweepSpec
+from goldilocks_zone.sweep.spec import SpecError, SweepSpec, canonical_json
 from goldilocks_zone.sweep.worker import DONE, FAILED
 
 SWEEP_FILE = "sweep.json"
@@ -231,20 +231,22 @@ def write_results(out_dir: str | Path, table: Any, manifest: dict[str, Any], *,
     return manifest
 
 
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    path = Path(out_dir) / MANIFEST
+def _read_json(path: Path, folder_kind: str) -> dict[str, Any]:
+    """The JSON file ``path``; FileNotFoundError saying that its folder is not ``folder_kind``
+    when it is missing."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {Path(out_dir)} is not a results folder written by "
-            "'goldilocks run' or 'goldilocks collect'"
-        )
+        raise FileNotFoundError(f"{path} not found: {path.parent} is not {folder_kind}")
     return json.loads(path.read_text())
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    return _read_json(Path(out_dir) / MANIFEST, "a results folder written by 'goldilocks run' "
+                      "or 'goldilocks collect'")
 
 
 def record_checksum(record: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``record`` without its ``checksum`` field."""
-    body = {k: v for k, v in record.items() if k != CHECKSUM}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    text = canonical_json({k: v for k, v in record.items() if k != CHECKSUM})
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -257,13 +259,7 @@ class PointStore:
 
     # ---------------------------------------------------------------- sweep identity
     def read_sweep(self) -> dict[str, Any]:
-        path = self.root / SWEEP_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: {self.root} is not a sweep folder written by "
-                "'goldilocks sweep'"
-            )
-        return json.loads(path.read_text())
+        return _read_json(self.root / SWEEP_FILE, "a sweep folder written by 'goldilocks sweep'")
 
     def check_compatible(self, spec: SweepSpec) -> None:
         """Raise :class:`SpecError` if the folder holds a different sweep or other files;

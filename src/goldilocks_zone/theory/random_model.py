@@ -175,8 +175,9 @@ def _streams(seed: int) -> list[int]:
             for s in np.random.SeedSequence(int(seed)).spawn(5)]
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch_generator(seed)
+def _normal(seed: int, *shape: int) -> Tensor:
+    """Standard-normal float64 draws of ``shape`` from the stream ``seed``."""
+    return torch.randn(*shape, generator=torch_generator(seed), dtype=torch.float64)
 
 
 def _goe(dim: int, gen: torch.Generator, *, dtype: torch.dtype = torch.float64,
@@ -189,13 +190,11 @@ def draw(dim: int, num_classes: int, num_samples: int, *, seed: int = 0) -> Rand
     """Draw the standard-normal ingredients (float64, CPU) with independent seeded streams."""
     s_logits, s_means, s_shared, s_noise, s_hess = _streams(seed)
     labels = torch.arange(num_samples) % num_classes
-    xi = torch.randn(num_samples, num_classes, generator=_gen(s_logits), dtype=torch.float64)
-    means = torch.randn(num_classes, num_classes, dim, generator=_gen(s_means),
-                        dtype=torch.float64)
-    shared = torch.randn(num_classes, dim, generator=_gen(s_shared), dtype=torch.float64)
-    noise = torch.randn(num_samples, num_classes, dim, generator=_gen(s_noise),
-                        dtype=torch.float64)
-    goe = _goe(dim, _gen(s_hess))
+    xi = _normal(s_logits, num_samples, num_classes)
+    means = _normal(s_means, num_classes, num_classes, dim)
+    shared = _normal(s_shared, num_classes, dim)
+    noise = _normal(s_noise, num_samples, num_classes, dim)
+    goe = _goe(dim, torch_generator(s_hess))
     return RandomModelDraw(labels, xi, means, shared, noise, goe, s_hess)
 
 
@@ -240,9 +239,9 @@ class RandomModelSample:
         return float(self.logits.var(unbiased=False))
 
 
-def _logits(params: RandomModelParams, d: RandomModelDraw) -> Tensor:
-    onehot = torch.nn.functional.one_hot(d.labels, params.num_classes).to(torch.float64)
-    return params.sigma_z * (d.xi + params.label_margin * onehot)
+def _logits(params: RandomModelParams, labels: Tensor, xi: Tensor) -> Tensor:
+    onehot = torch.nn.functional.one_hot(labels, params.num_classes).to(torch.float64)
+    return params.sigma_z * (xi + params.label_margin * onehot)
 
 
 def _jacobians(params: RandomModelParams, d: RandomModelDraw) -> Tensor:
@@ -274,7 +273,7 @@ def _h_term(params: RandomModelParams, d: RandomModelDraw, weights: Tensor, mode
         return torch.zeros(dim, dim, dtype=torch.float64)
     if mode == "collapsed":
         return params.sigma_h * float(weights.norm()) / (n * math.sqrt(dim)) * d.goe
-    gen = _gen(d.hessian_seed + 1)
+    gen = torch_generator(d.hessian_seed + 1)
     total = torch.zeros(dim, dim, dtype=torch.float64)
     w = weights.reshape(-1)
     chunk = max(1, 4_000_000 // (dim * dim))
@@ -305,7 +304,7 @@ def simulate(params: RandomModelParams | None = None, *, seed: int = 0,
     if d.shape != (params.num_samples, params.num_classes, params.dim):
         raise ValueError(f"draw has shape (N, K, D) = {d.shape}, params ask for "
                          f"{(params.num_samples, params.num_classes, params.dim)}")
-    z = _logits(params, d)
+    z = _logits(params, d.labels, d.xi)
     probs = torch.softmax(z, -1)
     y = torch.nn.functional.one_hot(d.labels, params.num_classes).to(torch.float64)
     weights = probs - y
@@ -324,10 +323,8 @@ def simulate_logits(params: RandomModelParams | None = None, *, seed: int = 0
     cheap at any ``dim``; identical to :func:`simulate`'s logits for the same ``seed``."""
     params = params or RandomModelParams()
     labels = torch.arange(params.num_samples) % params.num_classes
-    xi = torch.randn(params.num_samples, params.num_classes, generator=_gen(_streams(seed)[0]),
-                     dtype=torch.float64)
-    onehot = torch.nn.functional.one_hot(labels, params.num_classes).to(torch.float64)
-    return params.sigma_z * (xi + params.label_margin * onehot), labels
+    xi = _normal(_streams(seed)[0], params.num_samples, params.num_classes)
+    return _logits(params, labels, xi), labels
 
 
 # --------------------------------------------------------------------------- spectrum analysis

@@ -17,6 +17,21 @@ from goldilocks_zone.curvature.random import torch_generator
 __all__ = ["sgd_trajectory"]
 
 
+def epoch_batches(num_samples: int, batch_size: int | None, generator: torch.Generator
+                  ) -> Iterator[Tensor]:
+    """Endless stream of index tensors: epochs reshuffled with ``generator``, cut into batches
+    of ``batch_size`` (a last incomplete batch is dropped), or everything, unshuffled, when
+    ``batch_size`` is ``None``."""
+    if batch_size is None:
+        everything = torch.arange(num_samples)
+        while True:
+            yield everything
+    while True:
+        order = torch.randperm(num_samples, generator=generator)
+        for start in range(0, num_samples - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
 def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor, *,
                    steps: int, lr: float, batch_size: int, seed: int = 0,
                    yield_at: Sequence[int] = (), train_mode: bool = False
@@ -37,22 +52,16 @@ def sgd_trajectory(model: nn.Module, params: Params, inputs: Tensor, targets: Te
         return nn.functional.cross_entropy(fm.logits(p, x), y)
 
     step_grad = grad(loss)
-    gen = torch_generator(int(seed))
     n = inputs.shape[0]
-    bs = min(batch_size, n)
+    batches = epoch_batches(n, min(batch_size, n), torch_generator(int(seed)))
     wanted = set(int(s) for s in yield_at) | {steps}
     theta = {k: v.detach().clone() for k, v in fm.params.items()}
-    order = torch.randperm(n, generator=gen)
-    pos = 0
     for step in range(steps + 1):
         if step in wanted:
             yield step, {k: v.clone() for k, v in {**fm.constants, **theta}.items()}
         if step == steps:
             break
-        if pos + bs > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + bs].to(inputs.device)
-        pos += bs
+        idx = next(batches).to(inputs.device)
         with fm.mode():
             g = step_grad(theta, inputs[idx], targets[idx])
         theta = {k: theta[k] - lr * g[k] for k in theta}

@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from goldilocks_zone.curvature.batches import BatchStatistics, chunks
 from goldilocks_zone.curvature.functional import (
     FunctionalModel,
     Params,
@@ -44,6 +43,8 @@ from goldilocks_zone.curvature.functional import (
     unflatten,
 )
 from goldilocks_zone.curvature.random import torch_generator
+from goldilocks_zone.training.gradient_descent import evaluate as full_batch_evaluation
+from goldilocks_zone.training.minibatch import epoch_batches
 
 __all__ = [
     "ParameterLayout",
@@ -163,12 +164,14 @@ class Surface:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _check_data(inputs: Tensor, targets: Tensor) -> None:
+def check_samples(inputs: Tensor, targets: Tensor, *, empty: str = "no samples") -> None:
+    """ValueError unless ``inputs`` and ``targets`` hold the same number of samples, at least
+    one (``empty`` is the message for none)."""
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(f"inputs and targets disagree on the number of samples: "
                          f"{inputs.shape[0]} vs {targets.shape[0]}")
     if inputs.shape[0] == 0:
-        raise ValueError("no samples")
+        raise ValueError(empty)
 
 
 def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
@@ -182,15 +185,11 @@ def evaluate(model: nn.Module, theta: Tensor, data: tuple[Tensor, Tensor], *,
     non-finite logits occur. The model (and its BatchNorm statistics) is not touched.
     """
     inputs, targets = data
-    _check_data(inputs, targets)
+    check_samples(inputs, targets)
     layout = layout or ParameterLayout.of(model)
-    fm = FunctionalModel(model, params=layout.to_dict(theta.to(dtype=inputs.dtype)))
-    stats = BatchStatistics()
-    with fm.mode(), torch.no_grad():
-        for x, y in chunks(data, fm, batch_size, forward_mode=False):
-            stats.add(fm(x), y)
-    loss = stats.loss
-    return (loss if math.isfinite(loss) else float("nan")), stats.accuracy
+    ev = full_batch_evaluation(model, layout.to_dict(theta.to(dtype=inputs.dtype)), data,
+                               batch_size=batch_size)
+    return (ev.loss if math.isfinite(ev.loss) else float("nan")), ev.accuracy
 
 
 # --------------------------------------------------------------------------- training
@@ -245,18 +244,6 @@ class SubspaceTrainingResult:
     steps_taken: int
 
 
-def _batches(num_samples: int, batch_size: int | None, generator: torch.Generator):
-    """Endless stream of index tensors: reshuffled epochs, or everything when full-batch."""
-    if batch_size is None or batch_size >= num_samples:
-        everything = torch.arange(num_samples)
-        while True:
-            yield everything
-    while True:
-        order = torch.randperm(num_samples, generator=generator)
-        for start in range(0, num_samples - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
-
-
 def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Surface, *,
                      steps: int, lr: float, optimizer: str = "adam", momentum: float = 0.9,
                      batch_size: int | None = None, seed: int | None = 0,
@@ -273,7 +260,7 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
     set and ``eval_data`` are evaluated in chunks. The model's own parameters are not touched.
     """
     inputs, targets = data
-    _check_data(inputs, targets)
+    check_samples(inputs, targets)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not (lr > 0 and math.isfinite(lr)):
@@ -302,8 +289,9 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
         opt: torch.optim.Optimizer = torch.optim.Adam([u], lr=lr)
     else:
         opt = torch.optim.SGD([u], lr=lr, momentum=momentum)
-    generator = torch_generator(0 if seed is None else int(seed))
-    batches = _batches(inputs.shape[0], batch_size, generator)
+    full_batch = batch_size is None or batch_size >= inputs.shape[0]
+    batches = epoch_batches(inputs.shape[0], None if full_batch else batch_size,
+                            torch_generator(0 if seed is None else int(seed)))
 
     log: dict[str, list[float]] = {k: [] for k in ("step", "train_loss", "train_accuracy",
                                                    "eval_loss", "eval_accuracy", "radius")}
