@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from goldilocks_zone.curvature.batches import check_positive_int
 from goldilocks_zone.curvature.random import torch_generator
 
 BASIS_KINDS = ("orthonormal", "sparse")
@@ -31,10 +32,8 @@ def random_basis(num_params: int, dim: int, *, kind: str = "orthonormal",
 
     Returns a tensor of shape ``(num_params, dim)``.
     """
-    if not isinstance(num_params, int) or num_params < 1:
-        raise ValueError(f"num_params must be a positive integer, got {num_params!r}")
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    check_positive_int("num_params", num_params)
+    check_positive_int("dim", dim)
     if dim > num_params:
         raise ValueError(f"subspace dimension dim={dim} exceeds the number of parameters "
                          f"{num_params}")

@@ -221,6 +221,17 @@ def _check_range(y: Tensor, k: int) -> None:
 # ----------------------------------------------------------------------------- the data pass
 
 
+def check_positive_int(name: str, value: Any, *, none: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive ``int`` (``bool`` is not); with
+    ``none`` given, ``None`` is accepted too and ``none`` says what it means in the message
+    (e.g. ``"or None"``)."""
+    if value is None and none is not None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' ' + none if none else ''}, "
+                         f"got {value!r}")
+
+
 def chunks(data: Any, fm: FunctionalModel, batch_size: int | None = None, *,
            forward_mode: bool = True) -> Iterator[Batch]:
     """Validated ``(inputs, targets)`` chunks (targets int64) of ``data`` for ``fm``.
@@ -232,9 +243,7 @@ def chunks(data: Any, fm: FunctionalModel, batch_size: int | None = None, *,
     ``forward_mode``). Raises ``ValueError("data is empty")`` after a pass with no sample.
     Iterate inside ``with fm.mode():``.
     """
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
-            batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size, none="or None")
     size = batch_size or DEFAULT_BATCH_SIZE
     k = None
     seen = 0
@@ -269,8 +278,7 @@ def count_samples(data: Any) -> int:
 def take_samples(data: Any, n: int) -> Batch:
     """The first ``n`` samples (or all, if fewer) of any accepted ``data`` as one
     ``(inputs, targets)`` pair."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of samples must be a positive integer, got {n!r}")
+    check_positive_int("the number of samples", n)
     xs, ys, have = [], [], 0
     for x, y in _source_batches(data, n):
         take = min(n - have, _check_targets(y).shape[0])

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import jvp, vjp, vmap
 
-from goldilocks_zone.curvature.batches import Batch, chunks
+from goldilocks_zone.curvature.batches import Batch, check_positive_int, chunks
 from goldilocks_zone.curvature.functional import (
     FunctionalModel,
     Params,
@@ -170,8 +170,7 @@ def _operator(model: nn.Module, data, term: str, kwargs: dict
 
 
 def _probe_products(model, data, term, num_probes, seed, kwargs):
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-        raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
+    check_positive_int("num_probes", num_probes)
     matvec, dim = _operator(model, data, term, dict(kwargs))
     gen = torch_generator(seed)
     for start in range(0, num_probes, PROBE_BLOCK):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from goldilocks_zone.curvature.batches import map_inputs, num_samples_of
+from goldilocks_zone.curvature.batches import check_positive_int, map_inputs, num_samples_of
 from goldilocks_zone.diagnosis.inputs import (
     first_samples,
     scaled_parameter_names,
@@ -61,13 +61,9 @@ def _check_options(axis, grid, dim, num_samples, num_bases, num_inits, zone_frac
             raise ValueError("the grid must hold at least 3 positive finite numbers, got "
                              f"{list(grid)!r}")
     for name, value in (("dim", dim), ("num_samples", num_samples)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                  or value < 1):
-            raise ValueError(f"{name} must be a positive integer (or None: chosen for the "
-                             f"time budget), got {value!r}")
+        check_positive_int(name, value, none="(or None: chosen for the time budget)")
     for name, value in (("num_bases", num_bases), ("num_inits", num_inits)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value, none="or None")
     if not 0 < zone_fraction < 1:
         raise ValueError(f"zone_fraction must lie in (0, 1), got {zone_fraction!r}")
     if not budget_seconds > 0:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from goldilocks_zone.curvature.batches import take_samples
+from goldilocks_zone.curvature.batches import check_positive_int, take_samples
 from goldilocks_zone.curvature.functional import Inputs
 from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.training.subspace import check_samples
@@ -68,8 +68,7 @@ def first_samples(data: Any, n: int | None, *, seed: int = 0) -> tuple[Inputs, T
     ``n=None`` takes everything. The format rules and their errors are the engine's
     (:func:`goldilocks_zone.curvature.batches.take_samples`).
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"num_samples must be a positive integer or None, got {n!r}")
+    check_positive_int("num_samples", n, none="or None")
     tensors = None
     if isinstance(getattr(data, "inputs", None), Tensor) and isinstance(
             getattr(data, "targets", None), Tensor):

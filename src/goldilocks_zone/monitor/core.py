@@ -59,7 +59,7 @@ from goldilocks_zone.curvature import (
     random_basis,
     subspace_curvature,
 )
-from goldilocks_zone.curvature.batches import map_inputs, take_samples
+from goldilocks_zone.curvature.batches import check_positive_int, map_inputs, take_samples
 from goldilocks_zone.curvature.functional import flatten, model_params
 from goldilocks_zone.training.gradient_descent import evaluate
 
@@ -119,8 +119,7 @@ def held_aside_batch(data: Any, num_samples: int) -> Batch:
     ``num_samples`` means all of them. The global random states are restored afterwards
     (iterating a shuffling ``DataLoader`` draws from them).
     """
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    check_positive_int("num_samples", num_samples)
     with preserved_rng_state():
         x, y = take_samples(data, num_samples)
     return map_inputs(lambda t: t.detach().clone(), x), y.detach().clone()
@@ -294,16 +293,12 @@ class CurvatureMonitor:
             raise ValueError("the model has no trainable parameters to monitor")
         for name, value in (("every", every), ("dim", dim), ("lanczos_iterations",
                                                               lanczos_iterations)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+            check_positive_int(name, value)
+        check_positive_int("top_k", top_k, none="or None")
         if budget_s is not None and not (float(budget_s) > 0 and math.isfinite(budget_s)):
             raise ValueError(f"budget_s must be a positive number of seconds or None, got "
                              f"{budget_s!r}")
-        if retry_after is not None and (not isinstance(retry_after, int) or retry_after < 1):
-            raise ValueError(f"retry_after must be a positive integer or None, got "
-                             f"{retry_after!r}")
+        check_positive_int("retry_after", retry_after, none="or None")
         if not (lanczos_tol > 0):
             raise ValueError(f"lanczos_tol must be positive, got {lanczos_tol!r}")
         self.model = model
