@@ -33,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.common import config_problem
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
     DimConfig,
     ModelDataConfig,
+    NetworkConfig,
     SamplesConfig,
 )
 
@@ -53,20 +54,15 @@ LABELS = {
 
 
 @dataclass
-class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
+class Config(NetworkConfig, DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
     scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature T"})
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if self.num_inits < 3:
             raise ValueError("num_inits must be >= 3 to compute correlations")
         if not (self.scale > 0 and math.isfinite(self.scale)):

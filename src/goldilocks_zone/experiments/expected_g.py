@@ -43,6 +43,7 @@ import torch
 from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.config import DdofConfig
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     check_log_range,
@@ -54,7 +55,7 @@ from goldilocks_zone.experiments._shared.plotting import band, describe
 
 
 @dataclass
-class Config(ScaleGridConfig):
+class Config(DdofConfig, ScaleGridConfig):
     dims: tuple[int, ...] = field(
         default=(2, 5, 10, 20, 50, 100, 200),
         metadata={"help": "subspace dimensions of the kappa-vs-d panel"})
@@ -70,15 +71,9 @@ class Config(ScaleGridConfig):
     debias: bool = field(
         default=False,
         metadata={"help": "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)"})
-    ddof: int = field(
-        default=0,
-        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
-                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         super().validate()
-        if self.ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
         check_log_range("logit_log10_range", self.logit_log10_range, self.logit_per_decade)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")

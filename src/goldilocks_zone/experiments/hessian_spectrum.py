@@ -33,24 +33,24 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.config import ModelDataConfig, SamplesConfig, common
+from goldilocks_zone.experiments._shared.config import (
+    ModelDataConfig,
+    SamplesConfig,
+    SGDConfig,
+    common,
+)
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
 
 @dataclass
-class Config(SamplesConfig, ModelDataConfig):
+class Config(SGDConfig, SamplesConfig, ModelDataConfig):
     model: str = common("model", "mlp")
     num_samples: int = common("num_samples", 1000)
 
     widths: tuple[int, ...] = field(default=(32,),
                                     metadata={"help": "hidden widths (mlp only)"})
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
-    train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     num_probes: int = field(default=10, metadata={"help": "SLQ probes"})
     num_steps: int = field(default=80, metadata={"help": "Lanczos steps per SLQ probe"})
     top_k: int = field(default=30, metadata={"help": "top eigenpairs by Lanczos"})
@@ -59,7 +59,6 @@ class Config(SamplesConfig, ModelDataConfig):
         default=0.01, metadata={"help": "density smoothing, a fraction of the spectral range"})
     grid_points: int = field(default=400, metadata={"help": "density grid points"})
     seed: int = field(default=0, metadata={"help": "model/training/probe seed"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
     random_dim: int = field(default=1000, metadata={"help": "random model's D"})
 
     def validate(self) -> None:

@@ -29,29 +29,21 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.architecture import (
-    build_problem,
-    held_out_data,
+    TrainTestConfig,
     parameter_radius,
     parse_architecture,
 )
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments._shared.config import ProblemConfig, common
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
+from goldilocks_zone.experiments._shared.config import SeedsConfig, common
 
 SURFACES = ("hyperplane", "sphere")
 
 
 @dataclass
-class Config(ProblemConfig):
-    model: str = common("model", "mlp:100")
-    dataset: str = common("dataset", "mnist-5k")
-    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+class Config(TrainTestConfig, SeedsConfig):
     seeds: tuple[int, ...] = common("seeds", (0, 1))
-    dtype: str = common("dtype", "float32")
 
-    activation: str = "relu"
-    num_test: int | None = field(default=None,
-                                 metadata={"help": "held-out samples (test split; none = all)"})
     dims: tuple[int, ...] = field(default=(1, 3, 10, 30, 100, 300, 1000),
                                   metadata={"help": "hyperplane dimensions d (log grid)"})
     scales: tuple[float, ...] = field(
@@ -67,13 +59,9 @@ class Config(ProblemConfig):
     steps: int = 1000
     batch_size: int | None = field(default=128, metadata={"help": "minibatch (none = full)"})
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    data_seed: int = 0
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
-        parse_architecture(self.model)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
         if not self.scales or min(self.scales) <= 0:
@@ -104,12 +92,8 @@ QUICK = {
 }
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis
     from goldilocks_zone.training.subspace import (
         Surface,
@@ -130,13 +114,9 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     cache: dict[int, Any] = {}
     for seed, s, kind, d in ctx.progress(jobs, total=len(jobs), desc="trainings"):
         if seed not in cache:
-            problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
-                                    seed=seed, activation=config.activation,
-                                    dtype=config.dtype, device=config.device,
-                                    data_seed=config.data_seed)
+            problem = config.problem(arch, seed)
             train = problem.data
-            test = held_out_data(config.dataset, config.num_test, like=problem.inputs,
-                                 seed=config.data_seed)
+            test = config.held_out(problem.inputs)
             if max(dims) > problem.num_params:
                 raise ValueError(f"largest d = {max(dims)} exceeds the number of parameters "
                                  f"D = {problem.num_params} of {arch.spec}")

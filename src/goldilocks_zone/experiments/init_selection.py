@@ -44,36 +44,22 @@ import pandas as pd
 
 from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.architecture import (
-    build_problem,
-    held_out_data,
+    TrainTestConfig,
     parameter_radius,
     parse_architecture,
 )
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments._shared.config import (
-    DeviceConfig,
-    DimConfig,
-    ModelDataConfig,
-    SamplesConfig,
-    common,
-)
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
+from goldilocks_zone.experiments._shared.config import DimConfig, common
 
 # score column -> True when a *higher* score is predicted to train faster
 SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss": False}
 
 
 @dataclass
-class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
-    model: str = common("model", "mlp:100")
-    dataset: str = common("dataset", "mnist-5k")
-    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+class Config(TrainTestConfig, DimConfig):
     dim: int = common("dim", 20, "subspace dimension for the scores")
-    dtype: str = common("dtype", "float32")
 
-    activation: str = "relu"
-    num_test: int | None = field(default=None,
-                                 metadata={"help": "held-out samples (test split; none = all)"})
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     log_scale_spread: float = field(
         default=1.0, metadata={"help": "init scales drawn log-uniformly in 10^[-spread, spread]"})
@@ -91,13 +77,9 @@ class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     target_accuracy: float = field(default=0.8,
                                    metadata={"help": "training speed = steps to this accuracy"})
     seed: int = field(default=0, metadata={"help": "master seed (init seeds, scales, basis)"})
-    data_seed: int = 0
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
-        parse_architecture(self.model)
         if self.num_inits < 4:
             raise ValueError(f"num_inits must be at least 4 to compare groups, got "
                              f"{self.num_inits}")
@@ -134,12 +116,8 @@ QUICK = {
 }
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis, subspace_curvature
     from goldilocks_zone.training.subspace import (
         Surface,
@@ -156,17 +134,14 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     basis = None
     for i in ctx.progress(range(config.num_inits), total=config.num_inits, desc="inits"):
         seed, scale = int(init_seeds[i]), float(10.0 ** log_scales[i])
-        problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
-                                seed=seed, activation=config.activation, dtype=config.dtype,
-                                device=config.device, data_seed=config.data_seed)
+        problem = config.problem(arch, seed)
         train = problem.data
         if basis is None:  # one subspace for all inits: the scores differ only by the init
             basis = random_basis(problem.num_params, config.dim, kind=config.basis,
                                  seed=config.seed, dtype=problem.inputs.dtype,
                                  device=problem.inputs.device)
             ctx.record("dataset", getattr(problem.dataset, "fingerprint", None))
-            test = held_out_data(config.dataset, config.num_test, like=problem.inputs,
-                                 seed=config.data_seed)
+            test = config.held_out(problem.inputs)
         n_score = min(config.score_samples, train[0].shape[0])
         curv = subspace_curvature(problem.model, (train[0][:n_score], train[1][:n_score]), basis,
                                   scale=scale)

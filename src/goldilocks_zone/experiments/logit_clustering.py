@@ -36,6 +36,7 @@ from goldilocks_zone.experiments._shared.config import (
     PrecisionConfig,
     SamplesConfig,
     SeedsConfig,
+    SGDConfig,
     common,
 )
 from goldilocks_zone.experiments._shared.functional_training import (
@@ -70,9 +71,10 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 
 
 @dataclass
-class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
+class Config(SGDConfig, SeedsConfig, SamplesConfig, PrecisionConfig):
     num_samples: int = common("num_samples", 300, "class-balanced samples whose Jacobians are used")
     dtype: str = common("dtype", "float32")
+    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
 
     datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
                                       metadata={"help": "dataset registry names"})
@@ -80,14 +82,8 @@ class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
                                     metadata={"help": "an MLP and a CNN (registry names)"})
     activations: tuple[str, ...] = field(default=("relu", "tanh"),
                                          metadata={"help": "hidden activations"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
-    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
         super().validate()

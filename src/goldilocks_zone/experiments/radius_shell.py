@@ -50,23 +50,21 @@ from goldilocks_zone.experiments._shared.architecture import (
     parse_architecture,
 )
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
     DimConfig,
     SamplesConfig,
     SeedsConfig,
+    ThreadsConfig,
     common,
 )
-
-# --------------------------------------------------------------------------- architecture specs
-
 
 # --------------------------------------------------------------------------- config
 
 
 @dataclass
-class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
+class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
     num_samples: int = common("num_samples", 1000)
     seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
 
@@ -84,8 +82,6 @@ class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
     batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
@@ -122,12 +118,8 @@ QUICK = {
 # --------------------------------------------------------------------------- run
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis, subspace_curvature
 
     rel = config.relative_radii

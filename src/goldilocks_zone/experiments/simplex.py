@@ -40,27 +40,29 @@ import torch
 from goldilocks_zone.curvature.functional import FunctionalModel
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
-from goldilocks_zone.experiments._shared.config import ModelDataConfig, PrecisionConfig, common
+from goldilocks_zone.experiments._shared.config import (
+    ModelDataConfig,
+    PrecisionConfig,
+    SGDConfig,
+    common,
+)
 
 
 @dataclass
-class Config(ModelDataConfig, PrecisionConfig):
+class Config(SGDConfig, ModelDataConfig, PrecisionConfig):
     model: str = common("model", "mlp")
     dtype: str = common("dtype", "float32")
 
+    train_steps: int = field(default=2000, metadata={"help": "minibatch SGD steps"})
+
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
     classes: tuple[int, ...] = field(default=(0, 1, 2),
                                      metadata={"help": "the 3 classes shown in the simplex"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
     probe_samples: int = field(default=300,
                                metadata={"help": "class-balanced probe samples (statistics)"})
     jacobian_samples: int = field(default=50,
                                   metadata={"help": "probes whose logit gradients are measured"})
-    train_steps: int = field(default=2000, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     num_checkpoints: int = field(default=16, metadata={"help": "log-spaced logging steps"})
     simplex_fractions: tuple[float, ...] = field(
         default=(0.005, 0.05, 1.0),
@@ -75,7 +77,6 @@ class Config(ModelDataConfig, PrecisionConfig):
         default=(-1.0, 1.0), metadata={"help": "log10 range of the radial scale alpha"})
     per_decade: int = field(default=4, metadata={"help": "alpha grid points per decade"})
     seed: int = field(default=0, metadata={"help": "model/training seed"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
         super().validate()

@@ -32,28 +32,23 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device
-from goldilocks_zone.experiments._shared.config import ProblemConfig
+from goldilocks_zone.experiments._shared.common import config_problem
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig
 
 STATISTICS = ("mean", "rms")
 
 
 @dataclass
-class Config(ProblemConfig):
+class Config(NetworkConfig, ProblemConfig):
     scales: tuple[float, ...] = field(
         default=(5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
         metadata={"help": "initialisation scales alpha"})
     max_iterations: int = field(default=100, metadata={"help": "Lanczos steps"})
     tol: float = field(default=1e-6, metadata={"help": "Lanczos relative tolerance"})
     term: str = field(default="hessian", metadata={"help": "hessian, g_term or h_term"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
         if self.max_iterations < 2:

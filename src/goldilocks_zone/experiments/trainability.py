@@ -45,13 +45,13 @@ from goldilocks_zone.experiments._shared.common import (
     torch_device,
     torch_dtype,
 )
-from goldilocks_zone.experiments._shared.config import ProblemConfig, common
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, common
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
 
 @dataclass
-class Config(ProblemConfig):
+class Config(NetworkConfig, ProblemConfig):
     num_samples: int | None = common("num_samples", 10000)
     dtype: str = common("dtype", "float32")
 
@@ -77,14 +77,10 @@ class Config(ProblemConfig):
         default=0.99, metadata={"help": "'zero-logits' if this fraction of logits is 0"})
     explode_factor: float = field(
         default=10.0, metadata={"help": "'diverged' if final loss > factor * initial"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
         if self.steps < 1 or self.log_every < 1:

@@ -76,13 +76,18 @@ from torch import Tensor, nn
 from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
-from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
+from goldilocks_zone.experiments._shared.config import (
+    DdofConfig,
+    NetworkConfig,
+    SubspaceConfig,
+    common,
+)
 
 GAUSSIAN = "gaussian"
 
 
 @dataclass
-class Config(SubspaceConfig):
+class Config(DdofConfig, NetworkConfig, SubspaceConfig):
     num_samples: int = common(
         "num_samples", 5000, "points per data set in part (a) (capped by the data)")
 
@@ -104,20 +109,10 @@ class Config(SubspaceConfig):
         default=True, metadata={"help": "also run (b) on random Gaussian inputs"})
     full_gradient: bool = field(
         default=True, metadata={"help": "(b): also the full-space gradient norm"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
-    ddof: int = field(
-        default=0,
-        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
-                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         super().validate()
-        if self.ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
-        torch_device(self.device)
         if self.num_samples < 2 or self.prior_samples < 2:
             raise ValueError("num_samples and prior_samples must be >= 2")
         if self.num_priors < 3:
