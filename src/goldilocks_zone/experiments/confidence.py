@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import config_problem
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
@@ -184,13 +184,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "confidence")
 
 
-register(Experiment(
-    id="confidence",
+register_module(
+    __name__, id="confidence",
     paper="P1 §4",
     summary="entropy, positive curvature and initial loss over many random inits",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("scale", "temperature", "dim"),
-))
+)

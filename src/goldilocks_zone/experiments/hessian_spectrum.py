@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.config import (
     ModelDataConfig,
     SamplesConfig,
     SGDConfig,
     common,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
@@ -212,8 +213,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     dens = table[table["section"] == "density"]
     top = table[table["section"] == "top"]
     st = table[table["section"] == "stats"]
@@ -228,12 +227,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         t = top[(top["source"] == "network") & (top["stage"] == stage)]
         ax.plot(t["eigenvalue"], np.full(len(t), 2e-8 if stage == "init" else 8e-8), "|",
                 color=stage_color[stage], markersize=7)
-    ax.set_yscale("log")
-    ax.set_ylim(1e-8, None)
-    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
-    ax.set_ylabel("spectral density")
-    ax.set_title("(a) network: full-space spectrum", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, yscale="log", ylim=(1e-8, None), xlabel=r"Hessian eigenvalue $\lambda$",
+               ylabel="spectral density", title="(a) network: full-space spectrum",
+               legend={"fontsize": 7})
 
     ax = axes[0][1]
     rnd = dens[dens["source"].str.startswith("random-model")]
@@ -244,11 +240,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 label="exact" if src == "random-model" else "SLQ estimate")
     t = top[top["source"] == "random-model"]
     ax.plot(t["eigenvalue"], np.full(len(t), 2e-8), "|", color="C3", markersize=8)
-    ax.set_yscale("log")
-    ax.set_ylim(1e-8, None)
-    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
-    ax.set_title("(b) random model", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, yscale="log", ylim=(1e-8, None), xlabel=r"Hessian eigenvalue $\lambda$",
+               title="(b) random model", legend={"fontsize": 7})
 
     ax = axes[0][2]
     for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
@@ -261,14 +254,11 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             lab += f" ({int(n_out.iloc[0])} outliers)"
         ax.plot(g["index"], lam / lam[0], "o-", markersize=2.5, color=stage_color[stage],
                 label=lab)
-    ax.set_yscale("log")
     if not st.empty:
         ax.axvline(float(st["num_classes"].iloc[0]), color="0.5", linestyle=":",
                    linewidth=0.8)
-    ax.set_xlabel("eigenvalue index $i$")
-    ax.set_ylabel(r"$\lambda_i / \lambda_1$")
-    ax.set_title("(c) top eigenvalues (Lanczos / exact)", fontsize=9)
-    ax.legend(fontsize=6.5)
+    style_axis(ax, yscale="log", xlabel="eigenvalue index $i$", ylabel=r"$\lambda_i / \lambda_1$",
+               title="(c) top eigenvalues (Lanczos / exact)", legend={"fontsize": 6.5})
 
     ax = axes[0][3]
     for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
@@ -277,22 +267,16 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax.plot(g["index"], np.cumsum(g["cosine"].to_numpy() ** 2), "o-", markersize=2.5,
                 color=stage_color[stage],
                 label="random model" if src == "random-model" else f"network, {stage}")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("eigenvalue index $i$")
-    ax.set_ylabel(r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$")
-    ax.set_title("(d) gradient power in the top eigenvectors", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, ylim=(0, 1.02), xlabel="eigenvalue index $i$",
+               ylabel=r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$",
+               title="(d) gradient power in the top eigenvectors", legend={"fontsize": 7})
     return save_figure(fig, fig_dir, "hessian_spectrum")
 
 
-register(Experiment(
-    id="hessian-spectrum",
+register_module(
+    __name__, id="hessian-spectrum",
     paper="P2",
     summary="full-space Hessian spectrum of a small network (SLQ density, Lanczos outliers, "
             "gradient overlap) beside the random model's",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("section", "source", "stage"),
-))
+)

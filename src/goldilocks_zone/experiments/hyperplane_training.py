@@ -33,9 +33,15 @@ from goldilocks_zone.experiments._shared.architecture import (
     parameter_radius,
     parse_architecture,
 )
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import with_cpu_threads
 from goldilocks_zone.experiments._shared.config import SeedsConfig, common
+from goldilocks_zone.experiments._shared.plotting import (
+    log_colours,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 SURFACES = ("hyperplane", "sphere")
 
@@ -215,16 +221,12 @@ def summarise(table: pd.DataFrame, *, threshold: float, fixed_dim: int) -> dict[
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     threshold = config.threshold
     ref = reference_accuracy(table)
     kinds = [k for k in SURFACES if k in set(table["surface"])]
     scales = sorted(table["scale"].unique())
-    cmap = mpl.colormaps["viridis"]
-    norm = mpl.colors.LogNorm(vmin=min(scales), vmax=max(scales)) if len(scales) > 1 else None
-    color = {s: cmap(norm(s)) if norm else "C0" for s in scales}
+    color, _ = log_colours(scales, fallback="C0")
     full = table[table["surface"] == "full"]
 
     fig, axes = new_figure(len(kinds), 1, width=3.4, height=2.7, sharey=True)
@@ -233,16 +235,14 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         sub = table[table["surface"] == kind]
         for s in scales:
             curve = sub[sub["scale"] == s].groupby("dim")["test_accuracy"].agg(["mean", "std"])
-            ax.plot(curve.index, curve["mean"], "-o", ms=3, color=color[s],
+            ax.plot(curve.index, curve["mean"], "-o", ms=3, color=color(s),
                     label=rf"$\|P\|$ = {s:g} $r_X$")
         ax.axhline(ref, color="k", ls="--", lw=0.9, label="unconstrained")
         ax.axhline(threshold * ref, color="k", ls=":", lw=0.9, label=f"{threshold:g} × unconstr.")
-        ax.set_xscale("log")
-        ax.set_xlabel("subspace dimension $d$")
-        ax.set_title("random hyperplane $P + Ru$" if kind == "hyperplane"
-                     else r"hypersphere $\|\theta\| = \|P\|$")
-        if j == 0:
-            ax.set_ylabel("held-out accuracy")
+        style_axis(ax, xscale="log", xlabel="subspace dimension $d$",
+                   ylabel="held-out accuracy" if j == 0 else None, title_size=None,
+                   title="random hyperplane $P + Ru$" if kind == "hyperplane"
+                   else r"hypersphere $\|\theta\| = \|P\|$")
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_dim")
 
@@ -259,10 +259,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     ax.plot(curve.index, curve.to_numpy(), "-^", ms=3.5, color="k", label="unconstrained")
     ax.axvline(float(table["xavier_radius"].mean()), color="k", ls="--", lw=0.9,
                label="Xavier radius")
-    ax.set_xscale("log")
-    ax.set_xlabel(r"starting radius $\|P\|$")
-    ax.set_ylabel("held-out accuracy")
-    ax.legend(fontsize=7)
+    style_axis(ax, xscale="log", xlabel=r"starting radius $\|P\|$", ylabel="held-out accuracy",
+               legend={"fontsize": 7})
 
     ax = axes[0, 1]
     needed = dimension_needed(table, threshold=threshold)
@@ -275,29 +273,23 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             ax.scatter(miss["radius"], np.full(len(miss), top * 2), marker=markers[kind],
                        facecolors="none", edgecolors=ax.lines[-1].get_color(), s=28, zorder=3)
     ax.axvline(float(table["xavier_radius"].mean()), color="k", ls="--", lw=0.9)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    style_axis(ax, xscale="log", yscale="log")
     grid = sorted(table.loc[table["surface"] != "full", "dim"].unique())
     ax.set_yticks([*grid, top * 2], [f"{d:g}" for d in grid] + ["not\nreached"])
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())
-    ax.set_ylim(min(grid) / 1.5, top * 3)
-    ax.set_xlabel(r"starting radius $\|P\|$")
-    ax.set_ylabel(f"$d$ for {threshold:g} × unconstrained accuracy")
-    ax.legend(fontsize=7, loc="best")
+    style_axis(ax, ylim=(min(grid) / 1.5, top * 3), xlabel=r"starting radius $\|P\|$",
+               ylabel=f"$d$ for {threshold:g} × unconstrained accuracy",
+               legend={"fontsize": 7, "loc": "best"})
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_radius")
     return paths
 
 
-register(Experiment(
-    id="hyperplane-training",
+register_module(
+    __name__, id="hyperplane-training",
     paper="P3",
     summary="train only u in θ = P + R u (and on the sphere ‖θ‖ = ‖P‖): accuracy vs d and vs "
             "the starting radius; the d needed for 90% of unconstrained accuracy",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("surface", "scale", "radius", "dim"),
     renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
-))
+)

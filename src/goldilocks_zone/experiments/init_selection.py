@@ -48,9 +48,10 @@ from goldilocks_zone.experiments._shared.architecture import (
     parameter_radius,
     parse_architecture,
 )
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import with_cpu_threads
 from goldilocks_zone.experiments._shared.config import DimConfig, common
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 # score column -> True when a *higher* score is predicted to train faster
 SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss": False}
@@ -251,8 +252,6 @@ def summarise(comparison: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     speed_step = config.speed_step
     steps = config.steps
     top_fraction = config.top_fraction
@@ -271,12 +270,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax = axes[0, j]
         sc = ax.scatter(inits[score], inits["speed_accuracy"], c=np.log10(inits["scale"]),
                         cmap="viridis", norm=norm, s=12, edgecolors="none")
-        ax.set_xlabel(labels[score])
-        if score == "initial_loss":
-            ax.set_xscale("log")
-        if j == 0:
-            ax.set_ylabel(f"train accuracy after {speed_step} steps")
-        ax.set_title(rf"Spearman $\rho$(score, speed) = {row.spearman_rho:.2f}", fontsize=8)
+        style_axis(ax, xscale="log" if score == "initial_loss" else None, xlabel=labels[score],
+                   ylabel=f"train accuracy after {speed_step} steps" if j == 0 else None,
+                   title=rf"Spearman $\rho$(score, speed) = {row.spearman_rho:.2f}",
+                   title_size=8)
         # bottom row: mean training curves of the top-scored vs the rest
         ax = axes[1, j]
         values = inits.set_index("init")[score]
@@ -291,26 +288,20 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             ax.fill_between(curve.index, curve["mean"] - curve["sem"],
                             curve["mean"] + curve["sem"], color=color, alpha=0.2, lw=0)
         ax.axvline(speed_step, color="0.4", ls=":", lw=0.9)
-        ax.set_xlabel("training step")
-        if j == 0:
-            ax.set_ylabel("train accuracy")
-        ax.set_title(f"selected by {labels[score]}\none-sided Mann-Whitney p = {row.p_value:.2g}",
-                     fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        style_axis(ax, xlabel="training step", ylabel="train accuracy" if j == 0 else None,
+                   title=f"selected by {labels[score]}\none-sided Mann-Whitney p = "
+                         f"{row.p_value:.2g}", title_size=8,
+                   legend={"fontsize": 7, "loc": "lower right"})
     cbar = fig.colorbar(sc, ax=axes[0, -1], pad=0.02)
     cbar.set_label(r"$\log_{10}$ init scale $s$")
     return save_figure(fig, fig_dir, "init_selection")
 
 
-register(Experiment(
-    id="init-selection",
+register_module(
+    __name__, id="init-selection",
     paper="P3",
     summary="score many random inits by κ, π and initial loss on a subspace, train all the "
             "same way, and test whether the top-scored train faster (Mann-Whitney U)",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("init", "step"),
     renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
-))
+)

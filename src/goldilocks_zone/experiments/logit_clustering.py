@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import torch_dtype
 from goldilocks_zone.experiments._shared.config import (
     PrecisionConfig,
@@ -46,6 +46,7 @@ from goldilocks_zone.experiments._shared.functional_training import (
     model_params,
     per_sample_jacobians,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 from goldilocks_zone.training.minibatch import sgd_trajectory
 
 STAGES = ("init", "trained")
@@ -168,8 +169,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     datasets = list(dict.fromkeys(table["dataset"]))
     combos = list(dict.fromkeys(zip(table["model"], table["activation"])))
     stages = [s for s in STAGES if s in set(table["stage"])]
@@ -209,14 +208,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "logit_clustering")
 
 
-register(Experiment(
-    id="logit-clustering",
+register_module(
+    __name__, id="logit-clustering",
     paper="P2",
     summary="q_SLSC > q_SL > q_DL ~ 0: cosines of per-sample logit gradients of MLPs and CNNs "
             "(ReLU, tanh) at init and after training, on real data",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("dataset", "model", "activation", "stage"),
-))
+)

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import config_problem
 from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig
 
@@ -194,13 +194,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="top-eigenvector",
+register_module(
+    __name__, id="top-eigenvector",
     paper="P1 §5",
     summary="top Hessian eigenvector's first-layer block as an image, for several alpha",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("term", "scale"),
-))
+)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import (
     config_problem,
     log_grid,
@@ -289,13 +289,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="trainability",
+register_module(
+    __name__, id="trainability",
     paper="P1 §5",
     summary="full-batch GD from scaled inits: labelled behaviours, accuracy vs alpha",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("scale",),
-))
+)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.curvature.random import torch_generator
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import cpu_threads, torch_device, torch_dtype
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
@@ -352,13 +352,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "training_geometry", tight_layout=False)
 
 
-register(Experiment(
-    id="training-geometry",
+register_module(
+    __name__, id="training-geometry",
     paper="P2 (four properties)",
     summary="curvature monitor over SGD: outliers, gradient confinement, λ₁ rise/fall, zone",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("model", "scale", "seed", "step"),
-))
+)

@@ -74,7 +74,7 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.curvature.random import numpy_generator
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
 from goldilocks_zone.experiments._shared.config import (
     DdofConfig,
@@ -602,13 +602,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="vanishing-gradient",
+register_module(
+    __name__, id="vanishing-gradient",
     paper="P1 Fig. 5",
     summary="gradient cosines across data sets; gradient norm vs prior mismatch (Eq. 10)",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("part", "scale", "dim"),
-))
+)
