@@ -41,6 +41,7 @@ from goldilocks_zone.experiments._shared.config import (
     NetworkConfig,
     SamplesConfig,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -154,8 +155,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     corr = correlations(table)
     fig, axes = new_figure(3, 1, width=3.0, height=2.7)
     colour = table["mismatch"].to_numpy(float)
@@ -171,11 +170,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             grid = np.linspace(a[mask].min(), a[mask].max(), 20)
             ax.plot(grid, slope * grid + intercept, color="tab:red", lw=1)
         c = corr[f"{x} vs {y}"]
-        ax.set_title(f"Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.1g})\n"
-                     f"Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.1g})",
-                     fontsize=8)
-        ax.set_xlabel(LABELS[x])
-        ax.set_ylabel(LABELS[y])
+        style_axis(ax, xlabel=LABELS[x], ylabel=LABELS[y], title_size=8,
+                   title=f"Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.1g})\n"
+                         f"Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.1g})")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0, -1], label=r"prior mismatch $\|q-\bar p\|_2$")
     fig.suptitle(f"{len(table)} random inits of {config.model} on "

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import config_problem
 from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
 STATISTICS = ("mean", "rms")
 
@@ -158,8 +159,6 @@ def images_from_table(table: pd.DataFrame, scale: float, seed: int, statistic: s
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     for seed in sorted(table["seed"].unique()):
         runs = table[table["seed"] == seed]

@@ -46,6 +46,12 @@ from goldilocks_zone.experiments._shared.common import (
     torch_dtype,
 )
 from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, common
+from goldilocks_zone.experiments._shared.plotting import (
+    log_colours,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
@@ -217,16 +223,8 @@ _LABEL_STYLE = {
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
-    scales = sorted(table["scale"].unique())
-    norm = mpl.colors.LogNorm(vmin=min(scales), vmax=max(scales)) if len(scales) > 1 else None
-    cmap = mpl.colormaps["viridis"]
-
-    def colour(s: float):
-        return cmap(norm(s)) if norm is not None else cmap(0.5)
-
+    colour, norm = log_colours(sorted(table["scale"].unique()), fallback=0.5)
     panels = [
         ("train_loss", "train loss", "log"),
         ("test_accuracy", "test accuracy", "linear"),
@@ -251,16 +249,13 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 last = np.flatnonzero(mask)[-1]
                 ax.plot(run_rows["step"].to_numpy()[last], y.to_numpy()[last], "x",
                         color="tab:red", ms=6, mew=1.5)
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
+        style_axis(ax, xlabel="step", ylabel=label, yscale="log" if yscale == "log" else None)
         if yscale == "symlog":
             finite = table[col].astype(float).abs()
             finite = finite[np.isfinite(finite) & (finite > 0)]
             ax.set_yscale("symlog", linthresh=float(finite.min()) if len(finite) else 1.0)
-        elif yscale == "log":
-            ax.set_yscale("log")
     if norm is not None:
-        sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+        sm = mpl.cm.ScalarMappable(norm=norm, cmap="viridis")
         fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6)
     fig.suptitle(f"Full-batch GD from scaled inits: {config.model} on "
                  f"{config.dataset}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
@@ -278,13 +273,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         if len(sel):
             y = sel["test_accuracy"].astype(float).fillna(0.0)
             ax.scatter(sel["scale"], y, color=c, marker=m, s=36, zorder=3, label=label_name)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(r"initialisation scale $\alpha$")
-    ax.set_ylabel("final accuracy")
-    ax.set_title(f"after {int(final['step'].max())} steps (markers: test accuracy, label)",
-                 fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    style_axis(ax, xscale="log", ylim=(-0.03, 1.03), xlabel=r"initialisation scale $\alpha$",
+               ylabel="final accuracy", title_size=8,
+               title=f"after {int(final['step'].max())} steps (markers: test accuracy, label)",
+               legend={"fontsize": 7, "loc": "best"})
     paths += save_figure(fig, fig_dir, "trainability_accuracy")
     return paths
 

@@ -82,6 +82,7 @@ from goldilocks_zone.experiments._shared.config import (
     SubspaceConfig,
     common,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 GAUSSIAN = "gaussian"
 
@@ -515,8 +516,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     cos = table[table["part"] == "cosine"]
     if len(cos):
@@ -590,14 +589,11 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                     slope_a = float(rows["predicted_slope_authors"].iloc[0])
                     ax.plot(grid, slope_a * grid, "-.", color="tab:purple", lw=1.3,
                             label=f"authors: $d\\,\\sigma_c$ = {slope_a:.3g}")
-                ax.set_xlim(0, grid[-1])
-                ax.set_ylim(0, None)
-                ax.set_xlabel(r"prior mismatch $\|q - \bar p\|_2$")
-                ax.set_ylabel(ylabel)
-                ax.set_title(f"{source}, $\\alpha$ = {float(rows['scale'].iloc[0]):.3g}, "
-                             f"{int(rows['num_samples'].median())} points per prior",
-                             fontsize=8)
-                ax.legend(fontsize=6, loc="upper left")
+                style_axis(ax, xlim=(0, grid[-1]), ylim=(0, None),
+                           xlabel=r"prior mismatch $\|q - \bar p\|_2$", ylabel=ylabel,
+                           title=f"{source}, $\\alpha$ = {float(rows['scale'].iloc[0]):.3g}, "
+                                 f"{int(rows['num_samples'].median())} points per prior",
+                           title_size=8, legend={"fontsize": 6, "loc": "upper left"})
         paths += save_figure(fig, fig_dir, "gradient_vs_prior_mismatch")
     return paths
 
