@@ -47,9 +47,8 @@ from goldilocks_zone.experiments._shared.config import DdofConfig
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     check_log_range,
-    record_problem,
     scale_grid,
-    setup,
+    seed_setups,
 )
 from goldilocks_zone.experiments._shared.plotting import (
     band,
@@ -158,11 +157,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     jobs = [("scale", a) for a in scales] + [("dim", d) for d in config.dims]
     num_classes = None
-    for seed in config.seeds:
-        problem, basis = setup(config, seed)
+    for seed, problem, basis in seed_setups(config, ctx):
         num_classes = problem.num_classes
-        if seed == config.seeds[0]:
-            record_problem(ctx, problem, config)
         too_big = [d for d in config.dims if d > problem.num_params]
         if too_big:
             raise ValueError(f"dims {too_big} exceed the number of parameters "

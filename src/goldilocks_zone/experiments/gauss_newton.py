@@ -37,9 +37,8 @@ from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    sweep_points,
 )
 from goldilocks_zone.experiments._shared.plotting import (
     band,
@@ -82,17 +81,11 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []
-    points = [(seed, alpha) for seed in config.seeds for alpha in scales]
-    current = problem = basis = None
-    degree = None
-    for seed, alpha in ctx.progress(points, total=len(points), desc="gauss-newton"):
-        if seed != current:
-            problem, basis = setup(config, seed)
-            current = seed
-            h = homogeneity(problem.model)
+    current = degree = None
+    for seed, problem, basis, alpha in sweep_points(config, ctx, scales, desc="gauss-newton"):
+        if problem is not current:
+            current, h = problem, homogeneity(problem.model)
             degree = h.degree if h.is_homogeneous else None
-            if seed == config.seeds[0]:
-                record_problem(ctx, problem, config)
         curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
                                   batch_size=config.batch_size)
         for row in curvature_rows(curv, TERMS, scale=alpha, temperature=1.0, seed=seed,

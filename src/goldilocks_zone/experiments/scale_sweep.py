@@ -29,9 +29,8 @@ from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    sweep_points,
 )
 from goldilocks_zone.experiments._shared.plotting import (
     band,
@@ -57,16 +56,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []
-    total = len(config.seeds) * len(scales)
-    points = ((seed, alpha) for seed in config.seeds for alpha in scales)
-    problem = basis = None
-    current = None
-    for seed, alpha in ctx.progress(points, total=total, desc="scale-sweep"):
-        if seed != current:
-            problem, basis = setup(config, seed)
-            current = seed
-            if seed == config.seeds[0]:
-                record_problem(ctx, problem, config)
+    for seed, problem, basis, alpha in sweep_points(config, ctx, scales, desc="scale-sweep"):
         curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
                                   batch_size=config.batch_size)
         rows.extend(curvature_rows(curv, ("hessian",), scale=alpha, temperature=1.0,

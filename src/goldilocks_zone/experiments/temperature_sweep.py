@@ -40,9 +40,8 @@ from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    seed_setups,
 )
 from goldilocks_zone.experiments._shared.plotting import (
     band,
@@ -103,11 +102,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     gaps: list[float] = []
     residuals: list[float] = []
-    for seed in config.seeds:
-        problem, basis = setup(config, seed)
+    for seed, problem, basis in seed_setups(config, ctx):
         h = homogeneity(problem.model)
-        if seed == config.seeds[0]:
-            record_problem(ctx, problem, config)
         if h.is_homogeneous:
             degree = int(h.degree)
         else:
