@@ -84,7 +84,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     current = degree = None
     for seed, problem, basis, alpha in sweep_points(config, ctx, scales, desc="gauss-newton"):
         if problem is not current:
-            current, h = problem, homogeneity(problem.model)
+            current = problem
+            h = homogeneity(problem.model)
             degree = h.degree if h.is_homogeneous else None
         curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
                                   batch_size=config.batch_size)
