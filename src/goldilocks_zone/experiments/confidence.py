@@ -32,14 +32,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.common import config_problem
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
     DimConfig,
     ModelDataConfig,
+    NetworkConfig,
     SamplesConfig,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 #: Pairs whose correlation is reported: (x, y).
 PAIRS = (("mean_entropy", "positive_curvature"), ("mean_entropy", "loss"),
@@ -53,20 +55,15 @@ LABELS = {
 
 
 @dataclass
-class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
+class Config(NetworkConfig, DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
     scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
     temperature: float = field(default=1.0, metadata={"help": "softmax temperature T"})
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if self.num_inits < 3:
             raise ValueError("num_inits must be >= 3 to compute correlations")
         if not (self.scale > 0 and math.isfinite(self.scale)):
@@ -158,8 +155,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     corr = correlations(table)
     fig, axes = new_figure(3, 1, width=3.0, height=2.7)
     colour = table["mismatch"].to_numpy(float)
@@ -175,11 +170,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             grid = np.linspace(a[mask].min(), a[mask].max(), 20)
             ax.plot(grid, slope * grid + intercept, color="tab:red", lw=1)
         c = corr[f"{x} vs {y}"]
-        ax.set_title(f"Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.1g})\n"
-                     f"Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.1g})",
-                     fontsize=8)
-        ax.set_xlabel(LABELS[x])
-        ax.set_ylabel(LABELS[y])
+        style_axis(ax, xlabel=LABELS[x], ylabel=LABELS[y], title_size=8,
+                   title=f"Pearson r = {c['pearson_r']:+.2f} (p = {c['pearson_p']:.1g})\n"
+                         f"Spearman ρ = {c['spearman_rho']:+.2f} (p = {c['spearman_p']:.1g})")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0, -1], label=r"prior mismatch $\|q-\bar p\|_2$")
     fig.suptitle(f"{len(table)} random inits of {config.model} on "
@@ -188,13 +181,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "confidence")
 
 
-register(Experiment(
-    id="confidence",
+register_module(
+    __name__, id="confidence",
     paper="P1 §4",
     summary="entropy, positive curvature and initial loss over many random inits",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("scale", "temperature", "dim"),
-))
+)

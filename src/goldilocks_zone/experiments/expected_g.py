@@ -41,20 +41,26 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.curvature.random import torch_generator
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
+from goldilocks_zone.experiments._shared.config import DdofConfig
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     check_log_range,
-    record_problem,
     scale_grid,
-    setup,
+    seed_setups,
 )
-from goldilocks_zone.experiments._shared.plotting import band, describe
+from goldilocks_zone.experiments._shared.plotting import (
+    band,
+    describe,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 
 @dataclass
-class Config(ScaleGridConfig):
+class Config(DdofConfig, ScaleGridConfig):
     dims: tuple[int, ...] = field(
         default=(2, 5, 10, 20, 50, 100, 200),
         metadata={"help": "subspace dimensions of the kappa-vs-d panel"})
@@ -70,15 +76,9 @@ class Config(ScaleGridConfig):
     debias: bool = field(
         default=False,
         metadata={"help": "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)"})
-    ddof: int = field(
-        default=0,
-        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
-                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         super().validate()
-        if self.ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
         check_log_range("logit_log10_range", self.logit_log10_range, self.logit_per_decade)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
@@ -157,11 +157,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     jobs = [("scale", a) for a in scales] + [("dim", d) for d in config.dims]
     num_classes = None
-    for seed in config.seeds:
-        problem, basis = setup(config, seed)
+    for seed, problem, basis in seed_setups(config, ctx):
         num_classes = problem.num_classes
-        if seed == config.seeds[0]:
-            record_problem(ctx, problem, config)
         too_big = [d for d in config.dims if d > problem.num_params]
         if too_big:
             raise ValueError(f"dims {too_big} exceed the number of parameters "
@@ -232,8 +229,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     fig, axes = new_figure(3, 1, width=3.5, height=2.9)
     ax_s, ax_d, ax_l = axes[0]
 
@@ -254,10 +249,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                          label=r"saturated: one-hot softmax ($\bar M = 0$)")
         ax_s.set_xscale("log")
         ax_s.set_ylim(bottom=0)
-    ax_s.set_xlabel(r"initialisation scale $\alpha$")
-    ax_s.set_ylabel("positive curvature of the G-term")
-    ax_s.set_title(r"(a) $\kappa(G)$ vs Eq. 9", fontsize=9)
-    ax_s.legend(loc="lower left", fontsize=7)
+    style_axis(ax_s, xlabel=r"initialisation scale $\alpha$",
+               ylabel="positive curvature of the G-term", title=r"(a) $\kappa(G)$ vs Eq. 9",
+               legend={"loc": "lower left", "fontsize": 7})
 
     dm = table[table["panel"] == "dim"]
     if not dm.empty:
@@ -267,8 +261,7 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ds = np.array(sorted(dm["dim"].unique()), dtype=float)
         ax_d.plot(ds, np.sqrt(ds), color="0.5", linewidth=0.8, linestyle="-.",
                   label=r"$\sqrt{d}$")
-        ax_d.set_xscale("log")
-        ax_d.set_yscale("log")
+        style_axis(ax_d, xscale="log", yscale="log")
         from matplotlib.ticker import FormatStrFormatter, LogLocator
 
         ax_d.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -277,9 +270,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax_d.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax_d.set_title(rf"(b) $\kappa$ vs dimension at $\alpha$={float(dm['scale'].iloc[0]):g}",
                        fontsize=9)
-    ax_d.set_xlabel("subspace dimension d")
-    ax_d.set_ylabel("positive curvature of the G-term")
-    ax_d.legend(loc="upper left", fontsize=7)
+    style_axis(ax_d, xlabel="subspace dimension d", ylabel="positive curvature of the G-term",
+               legend={"loc": "upper left", "fontsize": 7})
 
     lg = table[table["panel"] == "logits"]
     if not lg.empty:
@@ -300,23 +292,18 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax_l.axhline(1.0, color="0.3", linewidth=0.8, linestyle=":")
         ax_l.text(float(lg["logit_scale"].min()), 1.0 / (k - 1), rf" $1/(K-1)$, K={k}",
                   va="bottom", fontsize=7)
-        ax_l.set_xscale("log")
-        ax_l.set_ylim(0, 1.05)
-    ax_l.set_xlabel(r"logit scale $a$ ($p = \mathrm{softmax}(a z)$)")
-    ax_l.set_ylabel(r"$\Gamma_p^{-2}$")
-    ax_l.set_title(r"(c) $\Gamma_p^{-2}$ of $\mathrm{diag}(p) - pp^\top$", fontsize=9)
-    ax_l.legend(loc="upper left", fontsize=7)
+        style_axis(ax_l, xscale="log", ylim=(0, 1.05))
+    style_axis(ax_l, xlabel=r"logit scale $a$ ($p = \mathrm{softmax}(a z)$)",
+               ylabel=r"$\Gamma_p^{-2}$",
+               title=r"(c) $\Gamma_p^{-2}$ of $\mathrm{diag}(p) - pp^\top$",
+               legend={"loc": "upper left", "fontsize": 7})
     fig.suptitle(f"Expected G-term curvature: {describe(config)}", fontsize=9)
     return save_figure(fig, fig_dir, "expected_g")
 
 
-EXPERIMENT = register(Experiment(
-    id="expected-g",
+EXPERIMENT = register_module(
+    __name__, id="expected-g",
     paper="P1 Figs. 3-4",
     summary="kappa(G) vs the random-model prediction (Eq. 9) over scale and dimension; Gamma_p",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("panel", "term", "scale", "dim"),
-))
+)

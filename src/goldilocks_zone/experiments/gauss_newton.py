@@ -33,15 +33,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    sweep_points,
 )
-from goldilocks_zone.experiments._shared.plotting import band, describe
+from goldilocks_zone.experiments._shared.plotting import (
+    band,
+    describe,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 TERMS = ("hessian", "g_term", "h_term")
 TERM_LABELS = {"hessian": r"Hessian $\nabla^2 L$", "g_term": "G-term", "h_term": "H-term"}
@@ -76,17 +81,12 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []
-    points = [(seed, alpha) for seed in config.seeds for alpha in scales]
-    current = problem = basis = None
-    degree = None
-    for seed, alpha in ctx.progress(points, total=len(points), desc="gauss-newton"):
-        if seed != current:
-            problem, basis = setup(config, seed)
-            current = seed
+    current = degree = None
+    for seed, problem, basis, alpha in sweep_points(config, ctx, scales, desc="gauss-newton"):
+        if problem is not current:
+            current = problem
             h = homogeneity(problem.model)
             degree = h.degree if h.is_homogeneous else None
-            if seed == config.seeds[0]:
-                record_problem(ctx, problem, config)
         curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
                                   batch_size=config.batch_size)
         for row in curvature_rows(curv, TERMS, scale=alpha, temperature=1.0, seed=seed,
@@ -239,8 +239,6 @@ def _norm_limits(table: pd.DataFrame, fit: Mapping[str, Any]) -> tuple[float, fl
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     fit = fit_small_scale_slopes(table, uniform_tolerance=config.uniform_tolerance,
                                  min_fit_points=config.min_fit_points)
     mask = condition_mask(table)
@@ -249,16 +247,15 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     ax_k, ax_n, ax_t = axes[0]
     for ax in (ax_k, ax_n, ax_t):
         _shade_condition(ax, mask)
-        ax.set_xscale("log")
-        ax.set_xlabel(r"initialisation scale $\alpha$")
+        style_axis(ax, xscale="log", xlabel=r"initialisation scale $\alpha$")
 
     # (a) kappa per term
     for term in TERMS:
         band(ax_k, table[table["term"] == term], "scale", "positive_curvature",
              color=TERM_COLORS[term], markersize=2.5)
     ax_k.axhline(0.0, color="0.3", linewidth=0.8)
-    ax_k.set_ylabel(r"positive curvature $\kappa$")
-    ax_k.set_title(r"(a) $\kappa$ of Hessian, G-term, H-term", fontsize=9)
+    style_axis(ax_k, ylabel=r"positive curvature $\kappa$",
+               title=r"(a) $\kappa$ of Hessian, G-term, H-term")
 
     # (b) spectral norms max|lambda|, log-log, with the fitted small-scale slopes
     for term in TERMS:
@@ -280,10 +277,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             lines.append(rf"slope $\|{name}\|_2$: {s:.3f}{expected}")
     ax_n.text(0.97, 0.03, "\n".join(lines), transform=ax_n.transAxes, ha="right", va="bottom",
               fontsize=7.5, bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0})
-    ax_n.set_yscale("log")
-    ax_n.set_ylim(*ylim)
-    ax_n.set_ylabel(r"spectral norm $\max|\lambda|$")
-    ax_n.set_title("(b) spectral norms", fontsize=9)
+    style_axis(ax_n, yscale="log", ylim=ylim, ylabel=r"spectral norm $\max|\lambda|$",
+               title="(b) spectral norms")
 
     # (c) largest signed eigenvalue (log scale: non-positive values are left out)
     omitted = 0
@@ -297,10 +292,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     if omitted:
         ax_t.text(0.03, 0.97, f"{omitted} non-positive values not shown",
                   transform=ax_t.transAxes, va="top", fontsize=7)
-    ax_t.set_yscale("log")
-    ax_t.set_ylim(*ylim)
-    ax_t.set_ylabel(r"largest eigenvalue $\lambda_{\max}$")
-    ax_t.set_title("(c) largest signed eigenvalue", fontsize=9)
+    style_axis(ax_t, yscale="log", ylim=ylim, ylabel=r"largest eigenvalue $\lambda_{\max}$",
+               title="(c) largest signed eigenvalue")
 
     handles = [Line2D([], [], color=TERM_COLORS[t], marker="o", markersize=3,
                       linestyle=(0, (4, 2)) if t == "hessian" else "-", label=TERM_LABELS[t])
@@ -317,13 +310,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "gauss_newton")
 
 
-EXPERIMENT = register(Experiment(
-    id="gauss-newton",
+EXPERIMENT = register_module(
+    __name__, id="gauss-newton",
     paper="P1 Fig. 2",
     summary="kappa and spectral norms of Hessian, G-term and H-term vs scale; slopes 2L-2, L-2",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("term", "scale", "temperature", "dim"),
-))
+)

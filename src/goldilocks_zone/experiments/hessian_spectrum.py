@@ -32,25 +32,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.config import ModelDataConfig, SamplesConfig, common
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.config import (
+    ModelDataConfig,
+    SamplesConfig,
+    SGDConfig,
+    common,
+)
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 SOURCES = ("network", "random-model", "random-model (SLQ)")
 
 
 @dataclass
-class Config(SamplesConfig, ModelDataConfig):
+class Config(SGDConfig, SamplesConfig, ModelDataConfig):
     model: str = common("model", "mlp")
     num_samples: int = common("num_samples", 1000)
 
     widths: tuple[int, ...] = field(default=(32,),
                                     metadata={"help": "hidden widths (mlp only)"})
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
-    train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     num_probes: int = field(default=10, metadata={"help": "SLQ probes"})
     num_steps: int = field(default=80, metadata={"help": "Lanczos steps per SLQ probe"})
     top_k: int = field(default=30, metadata={"help": "top eigenpairs by Lanczos"})
@@ -59,7 +60,6 @@ class Config(SamplesConfig, ModelDataConfig):
         default=0.01, metadata={"help": "density smoothing, a fraction of the spectral range"})
     grid_points: int = field(default=400, metadata={"help": "density grid points"})
     seed: int = field(default=0, metadata={"help": "model/training/probe seed"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
     random_dim: int = field(default=1000, metadata={"help": "random model's D"})
 
     def validate(self) -> None:
@@ -213,8 +213,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     dens = table[table["section"] == "density"]
     top = table[table["section"] == "top"]
     st = table[table["section"] == "stats"]
@@ -229,12 +227,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         t = top[(top["source"] == "network") & (top["stage"] == stage)]
         ax.plot(t["eigenvalue"], np.full(len(t), 2e-8 if stage == "init" else 8e-8), "|",
                 color=stage_color[stage], markersize=7)
-    ax.set_yscale("log")
-    ax.set_ylim(1e-8, None)
-    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
-    ax.set_ylabel("spectral density")
-    ax.set_title("(a) network: full-space spectrum", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, yscale="log", ylim=(1e-8, None), xlabel=r"Hessian eigenvalue $\lambda$",
+               ylabel="spectral density", title="(a) network: full-space spectrum",
+               legend={"fontsize": 7})
 
     ax = axes[0][1]
     rnd = dens[dens["source"].str.startswith("random-model")]
@@ -245,11 +240,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 label="exact" if src == "random-model" else "SLQ estimate")
     t = top[top["source"] == "random-model"]
     ax.plot(t["eigenvalue"], np.full(len(t), 2e-8), "|", color="C3", markersize=8)
-    ax.set_yscale("log")
-    ax.set_ylim(1e-8, None)
-    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
-    ax.set_title("(b) random model", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, yscale="log", ylim=(1e-8, None), xlabel=r"Hessian eigenvalue $\lambda$",
+               title="(b) random model", legend={"fontsize": 7})
 
     ax = axes[0][2]
     for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
@@ -262,14 +254,11 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             lab += f" ({int(n_out.iloc[0])} outliers)"
         ax.plot(g["index"], lam / lam[0], "o-", markersize=2.5, color=stage_color[stage],
                 label=lab)
-    ax.set_yscale("log")
     if not st.empty:
         ax.axvline(float(st["num_classes"].iloc[0]), color="0.5", linestyle=":",
                    linewidth=0.8)
-    ax.set_xlabel("eigenvalue index $i$")
-    ax.set_ylabel(r"$\lambda_i / \lambda_1$")
-    ax.set_title("(c) top eigenvalues (Lanczos / exact)", fontsize=9)
-    ax.legend(fontsize=6.5)
+    style_axis(ax, yscale="log", xlabel="eigenvalue index $i$", ylabel=r"$\lambda_i / \lambda_1$",
+               title="(c) top eigenvalues (Lanczos / exact)", legend={"fontsize": 6.5})
 
     ax = axes[0][3]
     for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
@@ -278,22 +267,16 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax.plot(g["index"], np.cumsum(g["cosine"].to_numpy() ** 2), "o-", markersize=2.5,
                 color=stage_color[stage],
                 label="random model" if src == "random-model" else f"network, {stage}")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("eigenvalue index $i$")
-    ax.set_ylabel(r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$")
-    ax.set_title("(d) gradient power in the top eigenvectors", fontsize=9)
-    ax.legend(fontsize=7)
+    style_axis(ax, ylim=(0, 1.02), xlabel="eigenvalue index $i$",
+               ylabel=r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$",
+               title="(d) gradient power in the top eigenvectors", legend={"fontsize": 7})
     return save_figure(fig, fig_dir, "hessian_spectrum")
 
 
-register(Experiment(
-    id="hessian-spectrum",
+register_module(
+    __name__, id="hessian-spectrum",
     paper="P2",
     summary="full-space Hessian spectrum of a small network (SLQ density, Lanczos outliers, "
             "gradient overlap) beside the random model's",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("section", "source", "stage"),
-))
+)

@@ -29,29 +29,27 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.architecture import (
-    build_problem,
-    held_out_data,
+    TrainTestConfig,
     parameter_radius,
     parse_architecture,
 )
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments._shared.config import ProblemConfig, common
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
+from goldilocks_zone.experiments._shared.config import SeedsConfig, common
+from goldilocks_zone.experiments._shared.plotting import (
+    log_colours,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 SURFACES = ("hyperplane", "sphere")
 
 
 @dataclass
-class Config(ProblemConfig):
-    model: str = common("model", "mlp:100")
-    dataset: str = common("dataset", "mnist-5k")
-    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+class Config(TrainTestConfig, SeedsConfig):
     seeds: tuple[int, ...] = common("seeds", (0, 1))
-    dtype: str = common("dtype", "float32")
 
-    activation: str = "relu"
-    num_test: int | None = field(default=None,
-                                 metadata={"help": "held-out samples (test split; none = all)"})
     dims: tuple[int, ...] = field(default=(1, 3, 10, 30, 100, 300, 1000),
                                   metadata={"help": "hyperplane dimensions d (log grid)"})
     scales: tuple[float, ...] = field(
@@ -67,13 +65,9 @@ class Config(ProblemConfig):
     steps: int = 1000
     batch_size: int | None = field(default=128, metadata={"help": "minibatch (none = full)"})
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    data_seed: int = 0
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
-        parse_architecture(self.model)
         if not self.dims or min(self.dims) < 1:
             raise ValueError(f"dims must be positive integers, got {self.dims}")
         if not self.scales or min(self.scales) <= 0:
@@ -104,12 +98,8 @@ QUICK = {
 }
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis
     from goldilocks_zone.training.subspace import (
         Surface,
@@ -130,13 +120,9 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     cache: dict[int, Any] = {}
     for seed, s, kind, d in ctx.progress(jobs, total=len(jobs), desc="trainings"):
         if seed not in cache:
-            problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
-                                    seed=seed, activation=config.activation,
-                                    dtype=config.dtype, device=config.device,
-                                    data_seed=config.data_seed)
+            problem = config.problem(arch, seed)
             train = problem.data
-            test = held_out_data(config.dataset, config.num_test, like=problem.inputs,
-                                 seed=config.data_seed)
+            test = config.held_out(problem.inputs)
             if max(dims) > problem.num_params:
                 raise ValueError(f"largest d = {max(dims)} exceeds the number of parameters "
                                  f"D = {problem.num_params} of {arch.spec}")
@@ -235,16 +221,12 @@ def summarise(table: pd.DataFrame, *, threshold: float, fixed_dim: int) -> dict[
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     threshold = config.threshold
     ref = reference_accuracy(table)
     kinds = [k for k in SURFACES if k in set(table["surface"])]
     scales = sorted(table["scale"].unique())
-    cmap = mpl.colormaps["viridis"]
-    norm = mpl.colors.LogNorm(vmin=min(scales), vmax=max(scales)) if len(scales) > 1 else None
-    color = {s: cmap(norm(s)) if norm else "C0" for s in scales}
+    color, _ = log_colours(scales, fallback="C0")
     full = table[table["surface"] == "full"]
 
     fig, axes = new_figure(len(kinds), 1, width=3.4, height=2.7, sharey=True)
@@ -253,16 +235,14 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         sub = table[table["surface"] == kind]
         for s in scales:
             curve = sub[sub["scale"] == s].groupby("dim")["test_accuracy"].agg(["mean", "std"])
-            ax.plot(curve.index, curve["mean"], "-o", ms=3, color=color[s],
+            ax.plot(curve.index, curve["mean"], "-o", ms=3, color=color(s),
                     label=rf"$\|P\|$ = {s:g} $r_X$")
         ax.axhline(ref, color="k", ls="--", lw=0.9, label="unconstrained")
         ax.axhline(threshold * ref, color="k", ls=":", lw=0.9, label=f"{threshold:g} × unconstr.")
-        ax.set_xscale("log")
-        ax.set_xlabel("subspace dimension $d$")
-        ax.set_title("random hyperplane $P + Ru$" if kind == "hyperplane"
-                     else r"hypersphere $\|\theta\| = \|P\|$")
-        if j == 0:
-            ax.set_ylabel("held-out accuracy")
+        style_axis(ax, xscale="log", xlabel="subspace dimension $d$",
+                   ylabel="held-out accuracy" if j == 0 else None, title_size=None,
+                   title="random hyperplane $P + Ru$" if kind == "hyperplane"
+                   else r"hypersphere $\|\theta\| = \|P\|$")
     axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_dim")
 
@@ -279,10 +259,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     ax.plot(curve.index, curve.to_numpy(), "-^", ms=3.5, color="k", label="unconstrained")
     ax.axvline(float(table["xavier_radius"].mean()), color="k", ls="--", lw=0.9,
                label="Xavier radius")
-    ax.set_xscale("log")
-    ax.set_xlabel(r"starting radius $\|P\|$")
-    ax.set_ylabel("held-out accuracy")
-    ax.legend(fontsize=7)
+    style_axis(ax, xscale="log", xlabel=r"starting radius $\|P\|$", ylabel="held-out accuracy",
+               legend={"fontsize": 7})
 
     ax = axes[0, 1]
     needed = dimension_needed(table, threshold=threshold)
@@ -295,29 +273,23 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             ax.scatter(miss["radius"], np.full(len(miss), top * 2), marker=markers[kind],
                        facecolors="none", edgecolors=ax.lines[-1].get_color(), s=28, zorder=3)
     ax.axvline(float(table["xavier_radius"].mean()), color="k", ls="--", lw=0.9)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    style_axis(ax, xscale="log", yscale="log")
     grid = sorted(table.loc[table["surface"] != "full", "dim"].unique())
     ax.set_yticks([*grid, top * 2], [f"{d:g}" for d in grid] + ["not\nreached"])
     ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
     ax.yaxis.set_minor_locator(mpl.ticker.NullLocator())
-    ax.set_ylim(min(grid) / 1.5, top * 3)
-    ax.set_xlabel(r"starting radius $\|P\|$")
-    ax.set_ylabel(f"$d$ for {threshold:g} × unconstrained accuracy")
-    ax.legend(fontsize=7, loc="best")
+    style_axis(ax, ylim=(min(grid) / 1.5, top * 3), xlabel=r"starting radius $\|P\|$",
+               ylabel=f"$d$ for {threshold:g} × unconstrained accuracy",
+               legend={"fontsize": 7, "loc": "best"})
     paths += save_figure(fig, fig_dir, "hyperplane_accuracy_vs_radius")
     return paths
 
 
-register(Experiment(
-    id="hyperplane-training",
+register_module(
+    __name__, id="hyperplane-training",
     paper="P3",
     summary="train only u in θ = P + R u (and on the sphere ‖θ‖ = ‖P‖): accuracy vs d and vs "
             "the starting radius; the d needed for 90% of unconstrained accuracy",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("surface", "scale", "radius", "dim"),
     renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
-))
+)

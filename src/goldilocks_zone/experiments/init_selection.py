@@ -44,36 +44,23 @@ import pandas as pd
 
 from goldilocks_zone.curvature.random import numpy_generator
 from goldilocks_zone.experiments._shared.architecture import (
-    build_problem,
-    held_out_data,
+    TrainTestConfig,
     parameter_radius,
     parse_architecture,
 )
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
-from goldilocks_zone.experiments._shared.config import (
-    DeviceConfig,
-    DimConfig,
-    ModelDataConfig,
-    SamplesConfig,
-    common,
-)
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
+from goldilocks_zone.experiments._shared.config import DimConfig, common
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 # score column -> True when a *higher* score is predicted to train faster
 SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss": False}
 
 
 @dataclass
-class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
-    model: str = common("model", "mlp:100")
-    dataset: str = common("dataset", "mnist-5k")
-    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+class Config(TrainTestConfig, DimConfig):
     dim: int = common("dim", 20, "subspace dimension for the scores")
-    dtype: str = common("dtype", "float32")
 
-    activation: str = "relu"
-    num_test: int | None = field(default=None,
-                                 metadata={"help": "held-out samples (test split; none = all)"})
     num_inits: int = field(default=100, metadata={"help": "random initialisations"})
     log_scale_spread: float = field(
         default=1.0, metadata={"help": "init scales drawn log-uniformly in 10^[-spread, spread]"})
@@ -91,13 +78,9 @@ class Config(DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     target_accuracy: float = field(default=0.8,
                                    metadata={"help": "training speed = steps to this accuracy"})
     seed: int = field(default=0, metadata={"help": "master seed (init seeds, scales, basis)"})
-    data_seed: int = 0
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
-        parse_architecture(self.model)
         if self.num_inits < 4:
             raise ValueError(f"num_inits must be at least 4 to compare groups, got "
                              f"{self.num_inits}")
@@ -134,12 +117,8 @@ QUICK = {
 }
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis, subspace_curvature
     from goldilocks_zone.training.subspace import (
         Surface,
@@ -156,17 +135,14 @@ def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     basis = None
     for i in ctx.progress(range(config.num_inits), total=config.num_inits, desc="inits"):
         seed, scale = int(init_seeds[i]), float(10.0 ** log_scales[i])
-        problem = build_problem(arch, dataset=config.dataset, num_samples=config.num_samples,
-                                seed=seed, activation=config.activation, dtype=config.dtype,
-                                device=config.device, data_seed=config.data_seed)
+        problem = config.problem(arch, seed)
         train = problem.data
         if basis is None:  # one subspace for all inits: the scores differ only by the init
             basis = random_basis(problem.num_params, config.dim, kind=config.basis,
                                  seed=config.seed, dtype=problem.inputs.dtype,
                                  device=problem.inputs.device)
             ctx.record("dataset", getattr(problem.dataset, "fingerprint", None))
-            test = held_out_data(config.dataset, config.num_test, like=problem.inputs,
-                                 seed=config.data_seed)
+            test = config.held_out(problem.inputs)
         n_score = min(config.score_samples, train[0].shape[0])
         curv = subspace_curvature(problem.model, (train[0][:n_score], train[1][:n_score]), basis,
                                   scale=scale)
@@ -276,8 +252,6 @@ def summarise(comparison: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     speed_step = config.speed_step
     steps = config.steps
     top_fraction = config.top_fraction
@@ -296,12 +270,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax = axes[0, j]
         sc = ax.scatter(inits[score], inits["speed_accuracy"], c=np.log10(inits["scale"]),
                         cmap="viridis", norm=norm, s=12, edgecolors="none")
-        ax.set_xlabel(labels[score])
-        if score == "initial_loss":
-            ax.set_xscale("log")
-        if j == 0:
-            ax.set_ylabel(f"train accuracy after {speed_step} steps")
-        ax.set_title(rf"Spearman $\rho$(score, speed) = {row.spearman_rho:.2f}", fontsize=8)
+        style_axis(ax, xscale="log" if score == "initial_loss" else None, xlabel=labels[score],
+                   ylabel=f"train accuracy after {speed_step} steps" if j == 0 else None,
+                   title=rf"Spearman $\rho$(score, speed) = {row.spearman_rho:.2f}",
+                   title_size=8)
         # bottom row: mean training curves of the top-scored vs the rest
         ax = axes[1, j]
         values = inits.set_index("init")[score]
@@ -316,26 +288,20 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             ax.fill_between(curve.index, curve["mean"] - curve["sem"],
                             curve["mean"] + curve["sem"], color=color, alpha=0.2, lw=0)
         ax.axvline(speed_step, color="0.4", ls=":", lw=0.9)
-        ax.set_xlabel("training step")
-        if j == 0:
-            ax.set_ylabel("train accuracy")
-        ax.set_title(f"selected by {labels[score]}\none-sided Mann-Whitney p = {row.p_value:.2g}",
-                     fontsize=8)
-        ax.legend(fontsize=7, loc="lower right")
+        style_axis(ax, xlabel="training step", ylabel="train accuracy" if j == 0 else None,
+                   title=f"selected by {labels[score]}\none-sided Mann-Whitney p = "
+                         f"{row.p_value:.2g}", title_size=8,
+                   legend={"fontsize": 7, "loc": "lower right"})
     cbar = fig.colorbar(sc, ax=axes[0, -1], pad=0.02)
     cbar.set_label(r"$\log_{10}$ init scale $s$")
     return save_figure(fig, fig_dir, "init_selection")
 
 
-register(Experiment(
-    id="init-selection",
+register_module(
+    __name__, id="init-selection",
     paper="P3",
     summary="score many random inits by κ, π and initial loss on a subspace, train all the "
             "same way, and test whether the top-scored train faster (Mann-Whitney U)",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("init", "step"),
     renamed={"architecture": "model", "num_train": "num_samples", "basis_kind": "basis"},
-))
+)

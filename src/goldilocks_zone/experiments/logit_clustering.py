@@ -30,12 +30,13 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import torch_dtype
 from goldilocks_zone.experiments._shared.config import (
     PrecisionConfig,
     SamplesConfig,
     SeedsConfig,
+    SGDConfig,
     common,
 )
 from goldilocks_zone.experiments._shared.functional_training import (
@@ -45,6 +46,7 @@ from goldilocks_zone.experiments._shared.functional_training import (
     model_params,
     per_sample_jacobians,
 )
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 from goldilocks_zone.training.minibatch import sgd_trajectory
 
 STAGES = ("init", "trained")
@@ -70,9 +72,10 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 
 
 @dataclass
-class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
+class Config(SGDConfig, SeedsConfig, SamplesConfig, PrecisionConfig):
     num_samples: int = common("num_samples", 300, "class-balanced samples whose Jacobians are used")
     dtype: str = common("dtype", "float32")
+    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
 
     datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
                                       metadata={"help": "dataset registry names"})
@@ -80,14 +83,8 @@ class Config(SeedsConfig, SamplesConfig, PrecisionConfig):
                                     metadata={"help": "an MLP and a CNN (registry names)"})
     activations: tuple[str, ...] = field(default=("relu", "tanh"),
                                          metadata={"help": "hidden activations"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
-    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
         super().validate()
@@ -172,8 +169,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     datasets = list(dict.fromkeys(table["dataset"]))
     combos = list(dict.fromkeys(zip(table["model"], table["activation"])))
     stages = [s for s in STAGES if s in set(table["stage"])]
@@ -213,14 +208,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "logit_clustering")
 
 
-register(Experiment(
-    id="logit-clustering",
+register_module(
+    __name__, id="logit-clustering",
     paper="P2",
     summary="q_SLSC > q_SL > q_DL ~ 0: cosines of per-sample logit gradients of MLPs and CNNs "
             "(ReLU, tanh) at init and after training, on real data",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("dataset", "model", "activation", "stage"),
-))
+)

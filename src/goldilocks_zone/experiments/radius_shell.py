@@ -49,24 +49,23 @@ from goldilocks_zone.experiments._shared.architecture import (
     parameter_radius,
     parse_architecture,
 )
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import cpu_threads
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.common import with_cpu_threads
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
     DimConfig,
     SamplesConfig,
     SeedsConfig,
+    ThreadsConfig,
     common,
 )
-
-# --------------------------------------------------------------------------- architecture specs
-
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 # --------------------------------------------------------------------------- config
 
 
 @dataclass
-class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
+class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
     num_samples: int = common("num_samples", 1000)
     seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
 
@@ -84,8 +83,6 @@ class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
     basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
     data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
     batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
 
     def validate(self) -> None:
         super().validate()
@@ -122,12 +119,8 @@ QUICK = {
 # --------------------------------------------------------------------------- run
 
 
+@with_cpu_threads
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
-    with cpu_threads(config.threads):
-        return _run(config, ctx)
-
-
-def _run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.curvature import random_basis, subspace_curvature
 
     rel = config.relative_radii
@@ -235,8 +228,6 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     datasets = list(dict.fromkeys(table["dataset"]))
     activations = list(dict.fromkeys(table["activation"]))
@@ -267,12 +258,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                     ax.axvline(rk, color=colors[arch], ls=":", lw=0.9)
                 ax.axvline(1.0, color="k", ls="--", lw=0.9)
                 ax.axhline(baseline, color="0.5", lw=0.7)
-                ax.set_xscale("log")
-                ax.set_title(f"{ds}, {act}")
-                if i == len(datasets) - 1:
-                    ax.set_xlabel(r"radius $\|\theta\|$ / Xavier radius")
-                if j == 0:
-                    ax.set_ylabel(label)
+                style_axis(ax, xscale="log", title=f"{ds}, {act}", title_size=None,
+                           xlabel=(r"radius $\|\theta\|$ / Xavier radius"
+                                   if i == len(datasets) - 1 else None),
+                           ylabel=label if j == 0 else None)
         handles, labels = axes[0, 0].get_legend_handles_labels()
         handles += [Line2D([], [], color="k", ls="--", lw=0.9),
                     Line2D([], [], color="0.3", ls=":", lw=0.9)]
@@ -298,22 +287,20 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax.plot(stats.index, stats["g_positive_curvature"], "-", color="C0", label="G-term")
         ax.plot(stats.index, stats["h_positive_curvature"], "-", color="C3", label="H-term")
         ax.axhline(0.0, color="0.5", lw=0.7)
-        ax.set_ylabel(r"$\kappa$")
-        ax.set_title(f"{first['architecture']}, {first['activation']}, {ds}")
+        style_axis(ax, ylabel=r"$\kappa$", title_size=None,
+                   title=f"{first['architecture']}, {first['activation']}, {ds}")
         ax = axes[i, 1]
         ax.plot(stats.index, stats["g_spectral_norm"].where(stats["g_spectral_norm"] > 0),
                 "-", color="C0", label=r"$\|G_R\|_2$")
         ax.plot(stats.index, stats["h_spectral_norm"].where(stats["h_spectral_norm"] > 0),
                 "-", color="C3", label=r"$\|H_R\|_2$ (H-term)")
-        ax.set_yscale("log")
-        ax.set_ylabel("spectral norm")
-        ax.set_title("Gauss-Newton split")
+        style_axis(ax, yscale="log", ylabel="spectral norm", title="Gauss-Newton split",
+                   title_size=None)
         for ax in axes[i]:
             ax.axvline(r_x, color="k", ls="--", lw=0.9, label="Xavier radius")
             ax.axvline(r_k, color="0.3", ls=":", lw=0.9, label="Kaiming radius")
-            ax.set_xscale("log")
-            if i == len(datasets) - 1:
-                ax.set_xlabel(r"radius $\|\theta\|$")
+            style_axis(ax, xscale="log",
+                       xlabel=r"radius $\|\theta\|$" if i == len(datasets) - 1 else None)
         if i == 0:
             axes[i, 0].legend(fontsize=7)
             axes[i, 1].legend(fontsize=7)
@@ -321,15 +308,11 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="radius-shell",
+register_module(
+    __name__, id="radius-shell",
     paper="P3",
     summary="κ and π of the subspace Hessian vs the radius of a rescaled Xavier init "
             "(networks with biases, ReLU/tanh, MLPs and a CNN): a shell around the Xavier radius",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("architecture", "activation", "dataset", "radius", "scale", "dim"),
     renamed={"architectures": "models", "basis_kind": "basis"},
-))
+)

@@ -33,9 +33,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid
 from goldilocks_zone.experiments._shared.config import SamplesConfig, SeedsConfig, common
+from goldilocks_zone.experiments._shared.plotting import band, new_figure, save_figure, style_axis
 
 
 @dataclass
@@ -202,21 +203,17 @@ def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Con
         ax.plot(ev[:n_out], np.full(n_out, 0.7), "v", color="C3", markersize=4,
                 label=f"{n_out} separated outliers")
     ax.axvline(edge, color="C3", linestyle="--", linewidth=0.8, label="bulk edge")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
-    ax.set_ylabel("count")
-    ax.set_title(f"(a) spectrum: bulk + outliers (D={len(ev)})")
-    ax.legend(fontsize=7, loc="upper right")
+    style_axis(ax, yscale="log", xlabel=r"Hessian eigenvalue $\lambda$", ylabel="count",
+               title=f"(a) spectrum: bulk + outliers (D={len(ev)})", title_size=None,
+               legend={"fontsize": 7, "loc": "upper right"})
 
     ax = axes[1]
     idx = s["index"].to_numpy()
     cos2 = s["cosine"].to_numpy() ** 2
     ax.plot(idx, cos2, ".", color="C0", markersize=3, label=r"$\cos^2(\nabla L, v_i)$")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(max(cos2[cos2 > 0].min(), 1e-8), 1.5)
-    ax.set_xlabel(r"eigenvector index $i$ (by eigenvalue)")
-    ax.set_ylabel(r"$\cos^2$ with the gradient")
+    style_axis(ax, xscale="log", yscale="log", ylim=(max(cos2[cos2 > 0].min(), 1e-8), 1.5),
+               xlabel=r"eigenvector index $i$ (by eigenvalue)",
+               ylabel=r"$\cos^2$ with the gradient")
     ax2 = ax.twinx()
     ax2.plot(idx, np.cumsum(cos2), color="C1", linewidth=1.2, label="cumulative power")
     ax2.set_ylim(0, 1.02)
@@ -235,8 +232,7 @@ def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Con
     ax.errorbar(xs, g[(top, "mean")], yerr=[g[(top, "mean")] - g[(top, "min")],
                                              g[(top, "max")] - g[(top, "mean")]],
                 marker="o", color="C1", capsize=2, label=f"gradient power in top {top_k}")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel(r"label margin $m$ (true-logit shift / $\sigma_z$)")
+    style_axis(ax, ylim=(0, 1.05), xlabel=r"label margin $m$ (true-logit shift / $\sigma_z$)")
     ax.set_ylabel(f"gradient power in top {top_k}", color="C1")
     ax3 = ax.twinx()
     ax3.plot(xs, g[("num_outliers", "mean")], "s--", color="C3", markersize=4,
@@ -249,31 +245,26 @@ def _spectrum_panels(axes, spec: pd.DataFrame, margin: pd.DataFrame, config: Con
 
 
 def _sweep_panels(axes, sweep: pd.DataFrame, config: Config) -> None:
-    from goldilocks_zone.experiments._shared.plotting import band
-
     top_k = config.top_k
     gamma = config.gradient_growth
     ax = axes[0]
     band(ax, sweep, "sigma_z", "top_eigenvalue", color="C0", label="Hessian")
     band(ax, sweep, "sigma_z", "spectral_norm_h", color="C2", marker=None, linestyle="--",
          label=r"$\|H\text{-term}\|_2$")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(r"logit scale $\sigma_z$")
-    ax.set_ylabel(r"top eigenvalue $\lambda_{\max}$")
-    ax.set_title(rf"(d) top eigenvalue ($\sigma_c\propto\sigma_z^{{{gamma:g}}}$)")
-    ax.legend(fontsize=7)
+    style_axis(ax, xscale="log", yscale="log", xlabel=r"logit scale $\sigma_z$",
+               ylabel=r"top eigenvalue $\lambda_{\max}$",
+               title=rf"(d) top eigenvalue ($\sigma_c\propto\sigma_z^{{{gamma:g}}}$)",
+               title_size=None, legend={"fontsize": 7})
 
     ax = axes[1]
     band(ax, sweep, "sigma_z", "positive_curvature", color="C0", label="Hessian")
     band(ax, sweep, "sigma_z", "positive_curvature_g", color="C1", marker=None,
          linestyle="--", label="G-term")
     ax.axhline(0, color="0.3", linewidth=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel(r"logit scale $\sigma_z$")
-    ax.set_ylabel(r"$\kappa = \mathrm{Tr}\,H / \|H\|_F$")
-    ax.set_title("(e) positive curvature rises, then falls")
-    ax.legend(fontsize=7)
+    style_axis(ax, xscale="log", xlabel=r"logit scale $\sigma_z$",
+               ylabel=r"$\kappa = \mathrm{Tr}\,H / \|H\|_F$",
+               title="(e) positive curvature rises, then falls", title_size=None,
+               legend={"fontsize": 7})
 
     ax = axes[2]
     band(ax, sweep, "sigma_z", f"gradient_power_top{top_k}", color="C1",
@@ -282,16 +273,11 @@ def _sweep_panels(axes, sweep: pd.DataFrame, config: Config) -> None:
                        / math.log(config.num_classes))
     band(ax, ent, "sigma_z", "norm_entropy", color="C4", marker=None, linestyle="--",
          label=r"mean entropy / $\log C$")
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel(r"logit scale $\sigma_z$")
-    ax.set_title("(f) freezing of the softmax")
-    ax.legend(fontsize=7)
+    style_axis(ax, xscale="log", ylim=(0, 1.05), xlabel=r"logit scale $\sigma_z$",
+               title="(f) freezing of the softmax", title_size=None, legend={"fontsize": 7})
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     spec = table[table["section"] == "spectrum"]
     margin = table[table["section"] == "margin"]
@@ -307,14 +293,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="random-model",
+register_module(
+    __name__, id="random-model",
     paper="P2",
     summary="Fort & Ganguli's random model: bulk + C outliers, gradient in the top "
             "eigenvectors, top eigenvalue and Tr H/||H|| vs sigma_z",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("section", "label_margin", "sigma_z", "dim"),
-))
+)

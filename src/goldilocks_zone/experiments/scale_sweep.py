@@ -25,15 +25,20 @@ from typing import Any
 
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    sweep_points,
 )
-from goldilocks_zone.experiments._shared.plotting import band, describe
+from goldilocks_zone.experiments._shared.plotting import (
+    band,
+    describe,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 
 @dataclass
@@ -51,16 +56,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     scales = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []
-    total = len(config.seeds) * len(scales)
-    points = ((seed, alpha) for seed in config.seeds for alpha in scales)
-    problem = basis = None
-    current = None
-    for seed, alpha in ctx.progress(points, total=total, desc="scale-sweep"):
-        if seed != current:
-            problem, basis = setup(config, seed)
-            current = seed
-            if seed == config.seeds[0]:
-                record_problem(ctx, problem, config)
+    for seed, problem, basis, alpha in sweep_points(config, ctx, scales, desc="scale-sweep"):
         curv = subspace_curvature(problem.model, problem.data, basis, scale=alpha,
                                   batch_size=config.batch_size)
         rows.extend(curvature_rows(curv, ("hessian",), scale=alpha, temperature=1.0,
@@ -105,17 +101,14 @@ def zone_summary(table: pd.DataFrame, x: str = "scale") -> dict[str, Any]:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     hess = table[table["term"] == "hessian"]
     fig, axes = new_figure(2, 1, width=3.6, height=2.8)
     ax_k, ax_p = axes[0]
     band(ax_k, hess, "scale", "positive_curvature", color="C0", label="mean over seeds")
     ax_k.axhline(0.0, color="0.3", linewidth=0.8)
-    ax_k.set_xscale("log")
-    ax_k.set_xlabel(r"initialisation scale $\alpha$")
-    ax_k.set_ylabel(r"positive curvature $\kappa = \mathrm{Tr}\,H / \|H\|_F$")
-    ax_k.set_title("(a) positive curvature", fontsize=9)
+    style_axis(ax_k, xscale="log", xlabel=r"initialisation scale $\alpha$",
+               ylabel=r"positive curvature $\kappa = \mathrm{Tr}\,H / \|H\|_F$",
+               title="(a) positive curvature")
     mean = hess.groupby("scale")["positive_curvature"].mean()
     peak_y = 1.0
     if mean.notna().any():
@@ -130,25 +123,19 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
 
     band(ax_p, hess, "scale", "fraction_positive", color="C1")
     ax_p.axhline(0.5, color="0.3", linewidth=0.8, linestyle="--", label="random: 1/2")
-    ax_p.set_xscale("log")
-    ax_p.set_ylim(0.0, 1.02)
-    ax_p.set_xlabel(r"initialisation scale $\alpha$")
-    ax_p.set_ylabel(r"positive eigenvalues $\pi$")
-    ax_p.set_title("(b) fraction of positive eigenvalues", fontsize=9)
-    ax_p.legend(loc="lower right", fontsize=8)
+    style_axis(ax_p, xscale="log", ylim=(0.0, 1.02), xlabel=r"initialisation scale $\alpha$",
+               ylabel=r"positive eigenvalues $\pi$",
+               title="(b) fraction of positive eigenvalues",
+               legend={"loc": "lower right", "fontsize": 8})
     fig.suptitle(f"Goldilocks zone vs scale: {describe(config)}", fontsize=9)
     return save_figure(fig, fig_dir, "scale_sweep")
 
 
-EXPERIMENT = register(Experiment(
-    id="scale-sweep",
+EXPERIMENT = register_module(
+    __name__, id="scale-sweep",
     paper="P1 Fig. 1 (left)",
     summary="positive curvature and positive-eigenvalue fraction vs initialisation scale",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("term", "scale", "temperature", "dim"),
-))
+)
 
 __all__ = ["Config", "QUICK", "EXPERIMENT", "run", "plot", "zone_summary"]

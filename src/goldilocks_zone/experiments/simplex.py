@@ -38,29 +38,32 @@ import pandas as pd
 import torch
 
 from goldilocks_zone.curvature.functional import FunctionalModel
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
-from goldilocks_zone.experiments._shared.config import ModelDataConfig, PrecisionConfig, common
+from goldilocks_zone.experiments._shared.config import (
+    ModelDataConfig,
+    PrecisionConfig,
+    SGDConfig,
+    common,
+)
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 
 @dataclass
-class Config(ModelDataConfig, PrecisionConfig):
+class Config(SGDConfig, ModelDataConfig, PrecisionConfig):
     model: str = common("model", "mlp")
     dtype: str = common("dtype", "float32")
 
+    train_steps: int = field(default=2000, metadata={"help": "minibatch SGD steps"})
+
     activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
     init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
     classes: tuple[int, ...] = field(default=(0, 1, 2),
                                      metadata={"help": "the 3 classes shown in the simplex"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
     probe_samples: int = field(default=300,
                                metadata={"help": "class-balanced probe samples (statistics)"})
     jacobian_samples: int = field(default=50,
                                   metadata={"help": "probes whose logit gradients are measured"})
-    train_steps: int = field(default=2000, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
     num_checkpoints: int = field(default=16, metadata={"help": "log-spaced logging steps"})
     simplex_fractions: tuple[float, ...] = field(
         default=(0.005, 0.05, 1.0),
@@ -75,7 +78,6 @@ class Config(ModelDataConfig, PrecisionConfig):
         default=(-1.0, 1.0), metadata={"help": "log10 range of the radial scale alpha"})
     per_decade: int = field(default=4, metadata={"help": "alpha grid points per decade"})
     seed: int = field(default=0, metadata={"help": "model/training seed"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
     def validate(self) -> None:
         super().validate()
@@ -282,8 +284,6 @@ def _ternary(ax, points: pd.DataFrame, names: list[str], title: str) -> None:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     classes = list(config.classes)
     names = [f"class {c}" for c in classes]
@@ -328,31 +328,24 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 continue
             ax.plot(tr["step"], tr[col], "o-", markersize=3, color="C0")
             ax.set_xscale("symlog", linthresh=1.0)
-            if col == "logit_variance":
-                ax.set_yscale("log")
-            ax.set_xlabel("SGD step")
-            ax.set_ylabel(label)
-            ax.set_title(f"{title} over training", fontsize=9)
+            style_axis(ax, yscale="log" if col == "logit_variance" else None, xlabel="SGD step",
+                       ylabel=label, title=f"{title} over training")
         ax = axes[0][3]
         if not rad.empty:
             ax.loglog(rad["scale"], rad["logit_variance"], "o-", markersize=3, color="C3",
                       label="network at init")
             slope = np.polyfit(np.log(rad["scale"]), np.log(rad["logit_variance"]), 1)[0]
-            ax.set_xlabel(r"radial scale $\alpha$ ($\theta = \alpha\theta_0$)")
-            ax.set_ylabel(r"logit variance $\mathrm{Var}(z)$")
-            ax.set_title(f"(d) at init, log-log slope {slope:.2f}", fontsize=9)
+            style_axis(ax, xlabel=r"radial scale $\alpha$ ($\theta = \alpha\theta_0$)",
+                       ylabel=r"logit variance $\mathrm{Var}(z)$",
+                       title=f"(d) at init, log-log slope {slope:.2f}")
         paths += save_figure(fig, fig_dir, "simplex_dynamics")
     return paths
 
 
-register(Experiment(
-    id="simplex",
+register_module(
+    __name__, id="simplex",
     paper="P2",
     summary="softmax freezing in the simplex over training and in the random model; logit "
             "variance, logit-gradient length and weight norm over training; variance vs scale",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("section", "source", "stage", "step"),
-))
+)

@@ -36,15 +36,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
-    record_problem,
     scale_grid,
-    setup,
+    seed_setups,
 )
-from goldilocks_zone.experiments._shared.plotting import band, describe
+from goldilocks_zone.experiments._shared.plotting import (
+    band,
+    describe,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -97,11 +102,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     gaps: list[float] = []
     residuals: list[float] = []
-    for seed in config.seeds:
-        problem, basis = setup(config, seed)
+    for seed, problem, basis in seed_setups(config, ctx):
         h = homogeneity(problem.model)
-        if seed == config.seeds[0]:
-            record_problem(ctx, problem, config)
         if h.is_homogeneous:
             degree = int(h.degree)
         else:
@@ -178,8 +180,6 @@ def _power(x, exponent: float):
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     temp = table[table["sweep"] == "temperature"]
     scale_rows = table[table["sweep"] == "scale"]
     degree = int(table["degree"].iloc[0])
@@ -205,12 +205,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ax_a.text(0.03, 0.97, "not homogeneous:\nno scale overlay", transform=ax_a.transAxes,
                   va="top", fontsize=8)
     ax_a.axhline(0.0, color="0.3", linewidth=0.8)
-    ax_a.set_xscale("log")
-    ax_a.set_xlabel(r"softmax temperature $T$")
-    ax_a.set_ylabel(r"positive curvature $\kappa$")
-    if scale_rows.empty:
-        ax_a.set_title(r"(a) $\kappa$ vs $T$ at $\alpha = 1$", fontsize=9)
-    ax_a.legend(loc="center right", fontsize=7)
+    style_axis(ax_a, xscale="log", xlabel=r"softmax temperature $T$",
+               ylabel=r"positive curvature $\kappa$",
+               title=r"(a) $\kappa$ vs $T$ at $\alpha = 1$" if scale_rows.empty else None,
+               legend={"loc": "center right", "fontsize": 7})
 
     # (b) kappa(T) at several alpha
     scales = sorted(temp["scale"].unique())
@@ -219,22 +217,17 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         band(ax_b, temp[temp["scale"] == s], "temperature", "positive_curvature",
              color=color, label=rf"$\alpha={s:g}$", markersize=2.5)
     ax_b.axhline(0.0, color="0.3", linewidth=0.8)
-    ax_b.set_xscale("log")
-    ax_b.set_xlabel(r"softmax temperature $T$")
-    ax_b.set_ylabel(r"positive curvature $\kappa$")
-    ax_b.set_title(r"(b) $\kappa$ vs $T$ at several scales", fontsize=9)
-    ax_b.legend(loc="upper right", fontsize=7)
+    style_axis(ax_b, xscale="log", xlabel=r"softmax temperature $T$",
+               ylabel=r"positive curvature $\kappa$",
+               title=r"(b) $\kappa$ vs $T$ at several scales",
+               legend={"loc": "upper right", "fontsize": 7})
     fig.suptitle(f"Scale and temperature: {describe(config)}, L={degree}", fontsize=9)
     return save_figure(fig, fig_dir, "temperature_sweep")
 
 
-EXPERIMENT = register(Experiment(
-    id="temperature-sweep",
+EXPERIMENT = register_module(
+    __name__, id="temperature-sweep",
     paper="P1 Fig. 1 (middle, right)",
     summary="positive curvature vs softmax temperature; equals the scale sweep at T = a^-L",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("sweep", "term", "scale", "temperature", "dim"),
-))
+)

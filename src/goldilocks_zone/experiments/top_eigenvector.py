@@ -31,29 +31,25 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
-from goldilocks_zone.experiments._shared.common import config_problem, torch_device
-from goldilocks_zone.experiments._shared.config import ProblemConfig
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.common import config_problem
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
 STATISTICS = ("mean", "rms")
 
 
 @dataclass
-class Config(ProblemConfig):
+class Config(NetworkConfig, ProblemConfig):
     scales: tuple[float, ...] = field(
         default=(5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
         metadata={"help": "initialisation scales alpha"})
     max_iterations: int = field(default=100, metadata={"help": "Lanczos steps"})
     tol: float = field(default=1e-6, metadata={"help": "Lanczos relative tolerance"})
     term: str = field(default="hessian", metadata={"help": "hessian, g_term or h_term"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
         if self.max_iterations < 2:
@@ -163,8 +159,6 @@ def images_from_table(table: pd.DataFrame, scale: float, seed: int, statistic: s
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     for seed in sorted(table["seed"].unique()):
         runs = table[table["seed"] == seed]
@@ -199,13 +193,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return paths
 
 
-register(Experiment(
-    id="top-eigenvector",
+register_module(
+    __name__, id="top-eigenvector",
     paper="P1 §5",
     summary="top Hessian eigenvector's first-layer block as an image, for several alpha",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("term", "scale"),
-))
+)

@@ -38,20 +38,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import (
     config_problem,
     log_grid,
     torch_device,
     torch_dtype,
 )
-from goldilocks_zone.experiments._shared.config import ProblemConfig, common
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, common
+from goldilocks_zone.experiments._shared.plotting import (
+    log_colours,
+    new_figure,
+    save_figure,
+    style_axis,
+)
 
 LABELS = ("trained", "lazy", "zero-logits", "stalled", "diverged")
 
 
 @dataclass
-class Config(ProblemConfig):
+class Config(NetworkConfig, ProblemConfig):
     num_samples: int | None = common("num_samples", 10000)
     dtype: str = common("dtype", "float32")
 
@@ -77,14 +83,10 @@ class Config(ProblemConfig):
         default=0.99, metadata={"help": "'zero-logits' if this fraction of logits is 0"})
     explode_factor: float = field(
         default=10.0, metadata={"help": "'diverged' if final loss > factor * initial"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
 
     def validate(self) -> None:
         super().validate()
-        torch_device(self.device)
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise ValueError("scales must be a non-empty list of positive numbers")
         if self.steps < 1 or self.log_every < 1:
@@ -221,16 +223,8 @@ _LABEL_STYLE = {
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
-    scales = sorted(table["scale"].unique())
-    norm = mpl.colors.LogNorm(vmin=min(scales), vmax=max(scales)) if len(scales) > 1 else None
-    cmap = mpl.colormaps["viridis"]
-
-    def colour(s: float):
-        return cmap(norm(s)) if norm is not None else cmap(0.5)
-
+    colour, norm = log_colours(sorted(table["scale"].unique()), fallback=0.5)
     panels = [
         ("train_loss", "train loss", "log"),
         ("test_accuracy", "test accuracy", "linear"),
@@ -255,16 +249,13 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 last = np.flatnonzero(mask)[-1]
                 ax.plot(run_rows["step"].to_numpy()[last], y.to_numpy()[last], "x",
                         color="tab:red", ms=6, mew=1.5)
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
+        style_axis(ax, xlabel="step", ylabel=label, yscale="log" if yscale == "log" else None)
         if yscale == "symlog":
             finite = table[col].astype(float).abs()
             finite = finite[np.isfinite(finite) & (finite > 0)]
             ax.set_yscale("symlog", linthresh=float(finite.min()) if len(finite) else 1.0)
-        elif yscale == "log":
-            ax.set_yscale("log")
     if norm is not None:
-        sm = mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
+        sm = mpl.cm.ScalarMappable(norm=norm, cmap="viridis")
         fig.colorbar(sm, ax=axes.ravel().tolist(), label=r"scale $\alpha$", shrink=0.6)
     fig.suptitle(f"Full-batch GD from scaled inits: {config.model} on "
                  f"{config.dataset}, lr = $\\eta_0/\\alpha^{{L-2}}$, "
@@ -282,24 +273,17 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         if len(sel):
             y = sel["test_accuracy"].astype(float).fillna(0.0)
             ax.scatter(sel["scale"], y, color=c, marker=m, s=36, zorder=3, label=label_name)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel(r"initialisation scale $\alpha$")
-    ax.set_ylabel("final accuracy")
-    ax.set_title(f"after {int(final['step'].max())} steps (markers: test accuracy, label)",
-                 fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    style_axis(ax, xscale="log", ylim=(-0.03, 1.03), xlabel=r"initialisation scale $\alpha$",
+               ylabel="final accuracy", title_size=8,
+               title=f"after {int(final['step'].max())} steps (markers: test accuracy, label)",
+               legend={"fontsize": 7, "loc": "best"})
     paths += save_figure(fig, fig_dir, "trainability_accuracy")
     return paths
 
 
-register(Experiment(
-    id="trainability",
+register_module(
+    __name__, id="trainability",
     paper="P1 §5",
     summary="full-batch GD from scaled inits: labelled behaviours, accuracy vs alpha",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("scale",),
-))
+)

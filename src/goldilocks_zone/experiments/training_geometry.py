@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.curvature.random import torch_generator
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import cpu_threads, torch_device, torch_dtype
 from goldilocks_zone.experiments._shared.config import (
     DeviceConfig,
@@ -40,6 +40,12 @@ from goldilocks_zone.experiments._shared.config import (
     SamplesConfig,
     SeedsConfig,
     common,
+)
+from goldilocks_zone.experiments._shared.plotting import (
+    log_colours,
+    new_figure,
+    save_figure,
+    style_axis,
 )
 
 #: Thresholds of the numeric checks (module docstring).
@@ -289,19 +295,12 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     import matplotlib as mpl
 
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     t = _runs(table)
     t = t[t["status"] != "skipped"]
     c = checks(table).set_index(["model", "property"])
     model_names = list(dict.fromkeys(t["model"]))
     scales = sorted(t["scale"].unique())
-    norm = mpl.colors.LogNorm(vmin=min(scales), vmax=max(scales)) if len(scales) > 1 else None
-    cmap = mpl.colormaps["viridis"]
-
-    def colour(s):
-        return cmap(norm(s)) if norm is not None else "tab:blue"
-
+    colour, _ = log_colours(scales, fallback="tab:blue")
     x_col = "epoch" if t["epoch"].notna().all() else "step"
     fig, axes = new_figure(4, len(model_names), width=3.0, height=2.4, layout="constrained")
 
@@ -322,9 +321,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         for i, col in enumerate(eig_cols):
             ax.plot(zrun[x_col], zrun[col], lw=1, color=mpl.colormaps["plasma"](
                 i / max(len(eig_cols) - 1, 1)))
-        ax.set_yscale("log")
-        ax.set_ylabel(f"{model}\ntop-k Hessian eigenvalues")
-        ax.set_title(f"(1) outliers, α={in_zone:g}{mark(model, 'outliers')}", fontsize=8)
+        style_axis(ax, yscale="log", ylabel=f"{model}\ntop-k Hessian eigenvalues",
+                   title=f"(1) outliers, α={in_zone:g}{mark(model, 'outliers')}", title_size=8)
         panels = [("gradient_top_k_fraction", "gradient share in top-k",
                    f"(2) confinement{mark(model, 'gradient confinement')}", "linear"),
                   ("eigenvalue_1", r"$\lambda_1$", f"(3) rise then fall"
@@ -336,10 +334,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 run_rows = run_rows.sort_values("step")
                 ax.plot(run_rows[x_col], run_rows[col].astype(float), lw=1.2, marker="o",
                         ms=2, color=colour(scale), label=f"α={scale:g}")
-            ax.set_ylabel(label)
-            ax.set_title(title, fontsize=8)
-            if yscale == "log":
-                ax.set_yscale("log")
+            style_axis(ax, ylabel=label, title=title, title_size=8,
+                       yscale="log" if yscale == "log" else None)
         row_axes[1].axhline(CONFINEMENT_THRESHOLD, color="0.5", ls="--", lw=0.8)
         row_axes[1].set_ylim(-0.02, 1.02)
         row_axes[3].axhline(0.0, color="0.5", lw=0.8)
@@ -352,13 +348,9 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     return save_figure(fig, fig_dir, "training_geometry", tight_layout=False)
 
 
-register(Experiment(
-    id="training-geometry",
+register_module(
+    __name__, id="training-geometry",
     paper="P2 (four properties)",
     summary="curvature monitor over SGD: outliers, gradient confinement, λ₁ rise/fall, zone",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("model", "scale", "seed", "step"),
-))
+)

@@ -74,15 +74,21 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.curvature.random import numpy_generator
-from goldilocks_zone.experiments._shared.base import Experiment, RunContext, register
+from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
-from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
+from goldilocks_zone.experiments._shared.config import (
+    DdofConfig,
+    NetworkConfig,
+    SubspaceConfig,
+    common,
+)
+from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 GAUSSIAN = "gaussian"
 
 
 @dataclass
-class Config(SubspaceConfig):
+class Config(DdofConfig, NetworkConfig, SubspaceConfig):
     num_samples: int = common(
         "num_samples", 5000, "points per data set in part (a) (capped by the data)")
 
@@ -104,20 +110,10 @@ class Config(SubspaceConfig):
         default=True, metadata={"help": "also run (b) on random Gaussian inputs"})
     full_gradient: bool = field(
         default=True, metadata={"help": "(b): also the full-space gradient norm"})
-    activation: str = "relu"
-    init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
     data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
-    ddof: int = field(
-        default=0,
-        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
-                          "the authors' torch.std)"})
 
     def validate(self) -> None:
         super().validate()
-        if self.ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
-        torch_device(self.device)
         if self.num_samples < 2 or self.prior_samples < 2:
             raise ValueError("num_samples and prior_samples must be >= 2")
         if self.num_priors < 3:
@@ -520,8 +516,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
-    from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
-
     paths: list[Path] = []
     cos = table[table["part"] == "cosine"]
     if len(cos):
@@ -595,25 +589,18 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                     slope_a = float(rows["predicted_slope_authors"].iloc[0])
                     ax.plot(grid, slope_a * grid, "-.", color="tab:purple", lw=1.3,
                             label=f"authors: $d\\,\\sigma_c$ = {slope_a:.3g}")
-                ax.set_xlim(0, grid[-1])
-                ax.set_ylim(0, None)
-                ax.set_xlabel(r"prior mismatch $\|q - \bar p\|_2$")
-                ax.set_ylabel(ylabel)
-                ax.set_title(f"{source}, $\\alpha$ = {float(rows['scale'].iloc[0]):.3g}, "
-                             f"{int(rows['num_samples'].median())} points per prior",
-                             fontsize=8)
-                ax.legend(fontsize=6, loc="upper left")
+                style_axis(ax, xlim=(0, grid[-1]), ylim=(0, None),
+                           xlabel=r"prior mismatch $\|q - \bar p\|_2$", ylabel=ylabel,
+                           title=f"{source}, $\\alpha$ = {float(rows['scale'].iloc[0]):.3g}, "
+                                 f"{int(rows['num_samples'].median())} points per prior",
+                           title_size=8, legend={"fontsize": 6, "loc": "upper left"})
         paths += save_figure(fig, fig_dir, "gradient_vs_prior_mismatch")
     return paths
 
 
-register(Experiment(
-    id="vanishing-gradient",
+register_module(
+    __name__, id="vanishing-gradient",
     paper="P1 Fig. 5",
     summary="gradient cosines across data sets; gradient norm vs prior mismatch (Eq. 10)",
-    config_cls=Config,
-    run=run,
-    plot=plot,
-    quick=QUICK,
     key_columns=("part", "scale", "dim"),
-))
+)

@@ -1,6 +1,7 @@
 """Network specs shared by P3's experiments (``radius-shell``, ``hyperplane-training``,
 ``init-selection``): ``mlp:W1xW2`` architecture strings, the parameter radius ‖θ‖, problem
-loading for a spec, and the held-out (test-split) data."""
+loading for a spec, the held-out (test-split) data, and the config knobs of the two training
+experiments (:class:`TrainTestConfig`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import Any
 import torch
 
 from goldilocks_zone.curvature.random import torch_generator
+from goldilocks_zone.experiments._shared.config import (
+    DeviceConfig,
+    ModelDataConfig,
+    SamplesConfig,
+    ThreadsConfig,
+    common,
+)
 
 
 @dataclass(frozen=True)
@@ -101,3 +109,33 @@ def held_out_data(dataset: str, num_samples: int | None, *, like: torch.Tensor,
         like.device)
 
 
+
+
+@dataclass
+class TrainTestConfig(ThreadsConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
+    """An architecture spec (``model``) trained on ``num_samples`` of the train split and
+    tested on ``num_test`` of the test split, in float32 (P3's training experiments)."""
+
+    model: str = common("model", "mlp:100")
+    dataset: str = common("dataset", "mnist-5k")
+    num_samples: int = common("num_samples", 4000, "training samples (train split)")
+    dtype: str = common("dtype", "float32")
+
+    activation: str = "relu"
+    num_test: int | None = field(default=None,
+                                 metadata={"help": "held-out samples (test split; none = all)"})
+    data_seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        parse_architecture(self.model)
+
+    def problem(self, arch: Architecture, seed: int):
+        """:func:`build_problem` of ``arch`` on this config's data, model built with ``seed``."""
+        return build_problem(arch, dataset=self.dataset, num_samples=self.num_samples,
+                             seed=seed, activation=self.activation, dtype=self.dtype,
+                             device=self.device, data_seed=self.data_seed)
+
+    def held_out(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`held_out_data`: ``num_test`` test samples, dtype and device of ``like``."""
+        return held_out_data(self.dataset, self.num_test, like=like, seed=self.data_seed)

@@ -10,13 +10,15 @@ Every experiment module defines
 * ``plot(table, config, fig_dir) -> list[Path]``: draws the paper's figure from the table and
   the typed config alone;
 
-and registers them with :func:`register`. The runner (:mod:`goldilocks_zone.sweep.runner`)
-and the sweep engine (:mod:`goldilocks_zone.sweep`) only talk to this protocol.
+and registers them with :func:`register_module` (or :func:`register`). The runner
+(:mod:`goldilocks_zone.sweep.runner`) and the sweep engine (:mod:`goldilocks_zone.sweep`) only
+talk to this protocol.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -107,6 +109,15 @@ def register(experiment: Experiment) -> Experiment:
         raise ValueError(f"experiment id {experiment.id!r} registered twice")
     _REGISTRY[experiment.id] = experiment
     return experiment
+
+
+def register_module(module: str, **info: Any) -> Experiment:
+    """Register the experiment module named ``module`` (pass ``__name__``): its ``Config``,
+    ``run``, ``plot`` and ``QUICK``, with ``info`` (``id``, ``paper``, ``summary``,
+    ``key_columns``, ``renamed``; see :class:`Experiment`)."""
+    mod = sys.modules[module]
+    return register(Experiment(config_cls=mod.Config, run=mod.run, plot=mod.plot,
+                               quick=mod.QUICK, **info))
 
 
 def _load_all() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -97,3 +98,18 @@ def cpu_threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+R = TypeVar("R")
+
+
+def with_cpu_threads(run: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
+    """An experiment's ``run(config, ctx)`` made to run inside :func:`cpu_threads`
+    ``(config.threads)``."""
+
+    @functools.wraps(run)
+    def threaded(config: Any, ctx: Any) -> R:
+        with cpu_threads(config.threads):
+            return run(config, ctx)
+
+    return threaded

@@ -12,6 +12,12 @@ Groups: :class:`PrecisionConfig` (``dtype``), :class:`DeviceConfig` (+ ``device`
 :class:`SeedsConfig` (``seeds``), :class:`DimConfig` (``dim``), and the usual combinations
 :class:`ProblemConfig` (all but ``dim``) and :class:`SubspaceConfig` (all seven).
 
+Groups of experiment knobs that several experiments share (declared here once, with their
+checks): :class:`NetworkConfig` (``activation``, ``init``, ``batch_size``, ``data_seed``: how
+:func:`~goldilocks_zone.experiments._shared.common.config_problem` builds the problem),
+:class:`DdofConfig` (``ddof`` of the random-model fit), :class:`ThreadsConfig` (``threads``)
+and :class:`SGDConfig` (P2's minibatch-SGD training).
+
 The common names mean the same thing everywhere (a command-line flag, a sweep-spec key and a
 manifest entry are the field name):
 
@@ -34,7 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from goldilocks_zone.experiments._shared.common import torch_dtype
+from goldilocks_zone.experiments._shared.common import torch_device, torch_dtype
 
 #: Help text of the common fields (shown by ``goldilocks run ID --help``).
 COMMON_HELP: dict[str, str] = {
@@ -135,6 +141,60 @@ class ProblemConfig(SeedsConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
 @dataclass
 class SubspaceConfig(DimConfig, ProblemConfig):
     """:class:`ProblemConfig` measured in a random ``dim``-dimensional subspace."""
+
+
+# --------------------------------------------------------------------------- shared knob groups
+
+
+@dataclass
+class NetworkConfig(DeviceConfig):
+    """How the network is built (``activation``, ``init``) and the data subsampled
+    (``data_seed``), the chunk size of the curvature pass; the device is checked up front."""
+
+    activation: str = "relu"
+    init: str = "kaiming"
+    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
+
+    def validate(self) -> None:
+        super().validate()
+        torch_device(self.device)
+
+
+@dataclass
+class DdofConfig(ConfigBase):
+    """Divisor ``n - ddof`` of the random model's variances (P1 Eqs. 9-10)."""
+
+    ddof: int = field(
+        default=0,
+        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
+                          "the authors' torch.std)"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {self.ddof}")
+
+
+@dataclass
+class ThreadsConfig(ConfigBase):
+    """Intra-op CPU threads of the run (see
+    :func:`~goldilocks_zone.experiments._shared.common.cpu_threads`)."""
+
+    threads: int = field(default=1, metadata={
+        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
+
+
+@dataclass
+class SGDConfig(ConfigBase):
+    """P2's minibatch-SGD training of a network (with biases) on a training subset."""
+
+    bias: bool = field(default=True, metadata={"help": "layers with biases"})
+    train_samples: int = field(default=5000, metadata={"help": "training set size"})
+    train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
+    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
+    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
 
 
 #: The common field names, in the order above.

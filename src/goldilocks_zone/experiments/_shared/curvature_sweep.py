@@ -4,7 +4,7 @@ tidy rows of a :class:`~goldilocks_zone.SubspaceCurvature`, and the log grid of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,30 @@ def record_problem(ctx: RunContext, problem: Problem, config: CurvatureConfig) -
     ctx.record("model", {"name": config.model, "num_params": problem.num_params,
                          "homogeneous": h.is_homogeneous, "degree": h.degree,
                          "homogeneity_reason": h.reason})
+
+
+def seed_setups(config: CurvatureConfig, ctx: RunContext
+                ) -> Iterator[tuple[int, Problem, torch.Tensor]]:
+    """``(seed, problem, basis)`` of :func:`setup` for every seed of ``config``; the first
+    seed's problem is recorded (:func:`record_problem`)."""
+    for seed in config.seeds:
+        problem, basis = setup(config, seed)
+        if seed == config.seeds[0]:
+            record_problem(ctx, problem, config)
+        yield seed, problem, basis
+
+
+def sweep_points(config: CurvatureConfig, ctx: RunContext, values: Sequence[float], *,
+                 desc: str) -> Iterator[tuple[int, Problem, torch.Tensor, float]]:
+    """``(seed, problem, basis, value)`` for every seed and every value, in one progress bar;
+    the problem and basis of a seed are set up once (:func:`seed_setups`)."""
+    setups = seed_setups(config, ctx)
+    points = [(seed, v) for seed in config.seeds for v in values]
+    current = None
+    for seed, value in ctx.progress(points, total=len(points), desc=desc):
+        if seed != current:
+            current, problem, basis = next(setups)
+        yield seed, problem, basis, value
 
 
 def curvature_rows(curv: Any, terms: Sequence[str] = ("hessian",), **keys: Any

@@ -54,6 +54,50 @@ def save_figure(fig, fig_dir: Path, name: str, *, tight_layout: bool = True) -> 
     return paths
 
 
+def style_axis(ax, *, xlabel: str | None = None, ylabel: str | None = None,
+               title: str | None = None, title_size: float | None = 9,
+               xscale: str | None = None, yscale: str | None = None,
+               xlim: tuple[Any, Any] | None = None, ylim: tuple[Any, Any] | None = None,
+               legend: dict[str, Any] | None = None) -> None:
+    """Scale, limit and label one panel: ``xscale``/``yscale`` (``"log"``, ...), ``xlim``/
+    ``ylim`` (``(lo, hi)``; a ``None`` end stays automatic), axis labels, a title of
+    ``title_size`` points (``None``: matplotlib's title size) and, when ``legend`` is given,
+    a legend drawn with those keyword arguments (``{}``: the defaults)."""
+    if xscale is not None:
+        ax.set_xscale(xscale)
+    if yscale is not None:
+        ax.set_yscale(yscale)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    if legend is not None:
+        ax.legend(**legend)
+
+
+def log_colours(values, *, fallback: Any, cmap: str = "viridis"):
+    """Colours of ``values`` on a log colour scale: ``(colour, norm)`` with ``colour(v)`` the
+    colour of ``v``; with a single distinct value ``norm`` is ``None`` and every colour is
+    ``fallback`` (a colour, or a float: that position of the colour map)."""
+    colour_map = matplotlib.colormaps[cmap]
+    values = list(values)
+    norm = (matplotlib.colors.LogNorm(vmin=min(values), vmax=max(values))
+            if len(values) > 1 else None)
+    if isinstance(fallback, float):
+        fallback = colour_map(fallback)
+
+    def colour(value: float):
+        return colour_map(norm(value)) if norm is not None else fallback
+
+    return colour, norm
+
+
 def band(ax, table: pd.DataFrame, x: str, y: str, *, label: str | None = None,
          color: str | None = None, marker: str | None = "o", linestyle: str = "-",
          alpha: float = 0.2, markersize: float = 3.0, **kwargs):
