@@ -14,9 +14,7 @@ Every result is checked against our whole call (relative Frobenius error ≤ 1e-
 the best of ``--repeats`` round-robin rounds (every method once per round, so a drifting
 machine load affects all alike); achieved GFLOP/s use FLOPs counted by
 ``torch.utils.flop_counter`` on a subset and scaled by N; the float64 matmul rate is measured
-in the same run, before and after, to expose machine load. Freed memory is kept in the process
-for every method alike (``retain_freed_memory``, as the ``goldilocks`` command does);
-``--allocator default`` keeps glibc's defaults.
+in the same run, before and after, to expose machine load.
 
     python benchmarks/peer_benchmark.py                        # LeNet-300-100 and LeNet-5
     python benchmarks/peer_benchmark.py --models lenet-5 --samples 2000
@@ -35,7 +33,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import goldilocks_zone as gz
 from goldilocks_zone import data, models
-from goldilocks_zone.curvature.allocator import retain_freed_memory
 
 
 def timed(fn, repeats=1):
@@ -225,20 +222,13 @@ def main() -> None:
     ap.add_argument("--pyhessian-samples", type=int, default=1000,
                     help="time the PyHessian-style loop on the first M samples and scale to N "
                     "(its cost is exactly linear in N); agreement is checked on those M")
-    ap.add_argument("--allocator", choices=("retain", "default"), default="retain",
-                    help="retain: keep freed memory for reuse (every method alike; what the "
-                    "goldilocks command does); default: glibc's settings")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
-    retained = args.allocator == "retain" and retain_freed_memory()
-    print(f"allocator: {'freed memory retained' if retained else 'C library defaults'}")
     names = args.models.split(",")
     samples = [int(s) for s in args.samples.split(",")]
     samples = samples * len(names) if len(samples) == 1 else samples
     results = [run_model(n, s, args.dim, args.batch_size, args.repeats, args.skip_pyhessian,
                          args.pyhessian_samples) for n, s in zip(names, samples)]
-    for r in results:
-        r["allocator"] = "retain" if retained else "default"
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
