@@ -68,8 +68,10 @@ class InputLayer:
             state["calls"] = state.get("calls", 0) + 1
 
         def post(module, args, out):
-            # a view, not the leaf itself: module-tracking hooks (FlopCounterMode) need a grad_fn
-            return state["output"].view_as(out) if "output" in state else out
+            # a copy, not the leaf itself: module-tracking hooks (FlopCounterMode) need a
+            # grad_fn, and an in-place activation next (nn.ReLU(inplace=True)) may not write
+            # into a leaf or a view of one
+            return state["output"].clone() if "output" in state else out
 
         handles = [self.module.register_forward_pre_hook(pre),
                    self.module.register_forward_hook(post)]
