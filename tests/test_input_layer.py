@@ -14,6 +14,13 @@ from goldilocks_zone.curvature.input_layer import InputLayer, find_input_layer
 TOL = 1e-10
 
 
+@pytest.fixture(autouse=True)
+def generic_pass(monkeypatch):
+    """The shortcut belongs to the generic (forward-over-reverse) pass; the plain ReLU MLPs
+    used here would otherwise take the fused ReLU-network pass (test_relu_network.py)."""
+    monkeypatch.setattr(subspace, "find_relu_network", lambda *a: None)
+
+
 class Tokens(nn.Module):
     """A Linear applied to every token of (B, T, in) inputs, then mean-pooled."""
 
@@ -130,7 +137,6 @@ def test_shortcut_is_taken_and_exact(case, monkeypatch):
                         lambda self, *a: splits.append(self.weight) or original(self, *a))
     res = subspace_curvature(model, (x, y), basis, batch_size=batch, train_mode=train)
     assert splits == [layer.weight] * (1 if train else 3)  # taken on every chunk
-    monkeypatch.undo()
     oracle = dense_hessian_any(model, x, y, basis, train=train)
     assert float((res.hessian - oracle).norm() / oracle.norm()) < TOL
     # the same numbers as the pass without the shortcut, for every term, at any scale / T
@@ -238,3 +244,17 @@ def test_module_tracking_hooks_see_a_normal_graph():
             m.setattr(subspace, "find_input_layer", lambda *a: None)
             subspace_curvature(model, (x, y), basis, terms=("hessian",))
     assert fast.get_total_flops() < 0.8 * slow.get_total_flops()
+
+
+def test_in_place_activation_after_the_input_layer():
+    """nn.ReLU(inplace=True) right after the shortcut's layer writes into the layer's
+    replaced output: it must be a fresh tensor, not the pass' leaf or a view of it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 9), nn.ReLU(inplace=True), nn.Linear(9, 7),
+                          nn.Tanh(), nn.Linear(7, 4)).double()
+    x, y = _data(shape=(12,))
+    basis = random_basis(sum(p.numel() for p in model.parameters()), 5, seed=2)
+    assert _found(model, x, 5) is not None
+    res = subspace_curvature(model, (x, y), basis, batch_size=8)
+    oracle = dense_hessian_any(model, x, y, basis)
+    assert float((res.hessian - oracle).norm() / oracle.norm()) < TOL

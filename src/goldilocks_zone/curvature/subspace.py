@@ -43,6 +43,7 @@ from goldilocks_zone.curvature.functional import (
     unflatten,
 )
 from goldilocks_zone.curvature.input_layer import InputLayer, find_input_layer
+from goldilocks_zone.curvature.relu_network import ReluNetwork, find_relu_network
 from goldilocks_zone.curvature.spectrum import SpectrumStats, spectrum_stats
 
 TERMS = ("hessian", "g_term", "h_term")
@@ -246,13 +247,21 @@ class _Sums:
         self.stats = BatchStatistics()
 
     def add(self, z: Tensor, z_t: Tensor, y: Tensor, hessian: Tensor | None,
-            grad: Tensor | None) -> None:
+            grad: Tensor | None, h_term: Tensor | None = None) -> None:
+        """Add a chunk: its summed Hessian, or its summed H-term (then the Hessian is the
+        G-term plus it); ``grad=None`` takes :math:`R^\top \nabla L` from the logit
+        tangents."""
         z64 = z.detach().to(torch.float64)
+        g_term = None
+        if self.g_term is not None or h_term is not None:
+            g_term = gauss_newton_product(z_t.to(torch.float64),
+                                          torch.softmax(z64, dim=-1)).cpu()
+        if h_term is not None and self.hessian is not None:
+            hessian = g_term + h_term.cpu()
         if hessian is not None:
             self.hessian += hessian.cpu()
         if self.g_term is not None:
-            self.g_term += gauss_newton_product(z_t.to(torch.float64),
-                                                torch.softmax(z64, dim=-1)).cpu()
+            self.g_term += g_term
         if grad is None:  # R^T grad = sum_s (J_s R)^T (p_s - y_s), from the logit tangents
             grad = torch.einsum("ibk,bk->i", z_t.to(torch.float64), softmax_residual(z64, y))
         self.grad += grad.cpu()
@@ -350,8 +359,20 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     sums = _Sums(d, need_hessian, need_g, verify_split)
 
     with ev.mode(), torch.no_grad(), contextlib.ExitStack() as stack:
-        layer: InputLayer | None | bool = None if need_hessian else False  # first chunk decides
+        # the first chunk decides: the fused ReLU-network pass (not with verify_split, whose
+        # point is an independent second-order pass), else the input-layer shortcut
+        relu: ReluNetwork | None | bool = False if verify_split else None
+        layer: InputLayer | None | bool = None if need_hessian else False
         for x, y in chunks(data, ev, batch_size):
+            if relu is None:
+                relu = find_relu_network(ev, x) or False
+            if relu:
+                z, z_t, saved = relu.forward(ev, x, basis_dict, keep=need_hessian)
+                h_part = (relu.h_term(ev, basis_dict, saved, softmax_residual(z, y))
+                          if need_hessian else None)
+                del saved
+                sums.add(z, z_t, y, None, None, h_term=h_part)
+                continue
             if layer is None:
                 layer = find_input_layer(ev, x, d) or False
                 if layer:

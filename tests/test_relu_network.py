@@ -1,0 +1,229 @@
+"""The fused pass for feed-forward ReLU networks (curvature/relu_network.py): when it is taken,
+when it is refused, and that it is exact (dense float64 oracle, and the generic pass)."""
+
+import pytest
+import torch
+from curvature_oracle import (
+    assert_state_equal,
+    dense_subspace_gradient,
+    dense_subspace_hessian,
+    direct_h_term,
+    explicit_g_term,
+    model_state,
+)
+from torch import nn
+
+from goldilocks_zone import random_basis, subspace_curvature
+from goldilocks_zone.curvature import subspace
+from goldilocks_zone.curvature.functional import FunctionalModel
+from goldilocks_zone.curvature.relu_network import Dense, find_relu_network
+
+TOL = 1e-10
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _data(shape=(12,), n=23, k=4, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, *shape, generator=g, dtype=dtype),
+            torch.randint(0, k, (n,), generator=g))
+
+
+def _basis(model, d=6, seed=1):
+    return random_basis(sum(p.numel() for p in model.parameters()), d, seed=seed,
+                        dtype=next(model.parameters()).dtype)
+
+
+def _generic(monkeypatch, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setattr(subspace, "find_relu_network", lambda *a: None)
+        return subspace_curvature(*args, **kwargs)
+
+
+def _no_second_order_pass(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a ReLU network must not run the forward-over-reverse pass")
+    monkeypatch.setattr(subspace, "_chunk_pass", refuse)
+    monkeypatch.setattr(subspace, "_forward_pass", refuse)
+
+
+def _model(case):
+    torch.manual_seed(0)
+    if case == "bias-free":
+        return nn.Sequential(nn.Linear(12, 9, bias=False), nn.ReLU(),
+                             nn.Linear(9, 7, bias=False), nn.ReLU(),
+                             nn.Linear(7, 4, bias=False)), (12,)
+    if case == "bias":
+        return nn.Sequential(nn.Linear(12, 9), nn.ReLU(), nn.Linear(9, 7), nn.ReLU(),
+                             nn.Linear(7, 4)), (12,)
+    if case == "flatten-dropout-nested":
+        return nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(12, 9), nn.ReLU(inplace=True)),
+                             nn.Dropout(0.3), nn.Identity(), nn.Linear(9, 8, bias=False),
+                             nn.ReLU(), nn.Flatten(), nn.Linear(8, 4)), (3, 4)
+    if case == "relu-on-logits":  # a ReLU after the last layer, and doubled ReLUs
+        return nn.Sequential(nn.Linear(12, 9), nn.ReLU(), nn.ReLU(), nn.Linear(9, 4),
+                             nn.ReLU()), (12,)
+    if case == "one-layer":  # softmax regression: logits linear in θ, H-term exactly 0
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, 4)), (2, 6)
+    raise KeyError(case)
+
+
+CASES = ["bias-free", "bias", "flatten-dropout-nested", "relu-on-logits", "one-layer"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fused_pass_is_taken_and_matches_the_dense_oracle(case, monkeypatch):
+    model, shape = _model(case)
+    model = model.double()
+    x, y = _data(shape)
+    basis = _basis(model)
+    before = model_state(model)
+    kw = dict(temperature=0.7, scale=1.3)
+    with monkeypatch.context() as m:
+        _no_second_order_pass(m)
+        res = subspace_curvature(model, (x, y), basis, batch_size=8, **kw)
+    hess = dense_subspace_hessian(model, x, y, basis, **kw)
+    g = explicit_g_term(model, x, y, basis, **kw)
+    assert rel(res.hessian, hess) < TOL
+    assert rel(res.g_term, g) < TOL
+    assert rel(res.projected_gradient, dense_subspace_gradient(model, x, y, basis, **kw)) < TOL
+    if case == "one-layer":
+        assert float(res.h_term.abs().max()) == 0.0
+        assert float(direct_h_term(model, x, y, basis, **kw).abs().max()) < 1e-14
+    else:
+        assert rel(res.h_term, direct_h_term(model, x, y, basis, **kw)) < TOL
+    for term in ("hessian", "g_term", "h_term"):
+        assert torch.equal(res.matrix(term), res.matrix(term).T)
+    assert_state_equal(before, model_state(model))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("terms", [("hessian",), ("g_term",), ("h_term",)])
+def test_fused_and_generic_pass_agree_for_every_term(case, terms, monkeypatch):
+    model, shape = _model(case)
+    model = model.double()
+    x, y = _data(shape, n=40, seed=2)
+    basis = _basis(model, d=5, seed=4)
+    kw = dict(temperature=1.6, scale=0.8, batch_size=16, terms=terms)
+    fused = subspace_curvature(model, (x, y), basis, **kw)
+    plain = _generic(monkeypatch, model, (x, y), basis, **kw)
+    assert fused.terms == plain.terms == terms
+    for term in terms:
+        diff = (fused.matrix(term) - plain.matrix(term)).norm()
+        assert diff <= 1e-12 * plain.matrix(term).norm() + 1e-15  # one-layer: H-term ≈ 0
+    assert torch.allclose(fused.projected_gradient, plain.projected_gradient, rtol=1e-12,
+                          atol=1e-16)
+    assert fused.loss == pytest.approx(plain.loss, rel=1e-14)
+    assert fused.accuracy == plain.accuracy
+
+
+def test_verify_split_uses_the_independent_generic_pass(monkeypatch):
+    model, shape = _model("bias")
+    model = model.double()
+    x, y = _data(shape)
+    calls = []
+    original = subspace._chunk_pass
+    monkeypatch.setattr(subspace, "_chunk_pass",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    res = subspace_curvature(model, (x, y), _basis(model), verify_split=True)
+    assert calls and res.split_residual < 1e-12
+
+
+def test_float32_fused_pass_matches_float64():
+    model, shape = _model("bias")
+    m32 = model.float()
+    m64 = _model("bias")[0].double()
+    x, y = _data(shape, n=200, seed=3)
+    basis = _basis(m64, d=8)
+    ref = subspace_curvature(m64, (x, y), basis)
+    res = subspace_curvature(m32, (x.float(), y), basis.float(), batch_size=64)
+    assert res.hessian.dtype == torch.float64
+    for term in ("hessian", "g_term", "h_term"):
+        assert rel(res.matrix(term), ref.matrix(term)) < 1e-5
+
+
+def test_recognised_chain():
+    model = _model("flatten-dropout-nested")[0].double()
+    x, _ = _data((3, 4))
+    net = find_relu_network(FunctionalModel(model), x)
+    assert net is not None and net.flatten
+    assert net.layers == (Dense("1.0.weight", "1.0.bias", True),
+                          Dense("4.weight", None, True), Dense("7.weight", "7.bias", False))
+
+
+class MyLinear(nn.Linear):
+    pass
+
+
+class Net(nn.Module):  # not an nn.Sequential: a forward the pass cannot see
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(12, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def _refused(case):
+    x, _ = _data()
+    kw = {}
+    if case == "tanh":
+        model = nn.Sequential(nn.Linear(12, 5), nn.Tanh(), nn.Linear(5, 3))
+    elif case == "leaky-relu":
+        model = nn.Sequential(nn.Linear(12, 5), nn.LeakyReLU(), nn.Linear(5, 3))
+    elif case == "frozen-layer":
+        model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        model[0].bias.requires_grad_(False)
+    elif case == "same-layer-twice":
+        layer = nn.Linear(12, 12)
+        model = nn.Sequential(layer, nn.ReLU(), layer, nn.ReLU(), nn.Linear(12, 3))
+    elif case == "tied-weights":
+        model = nn.Sequential(nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(),
+                              nn.Linear(12, 3))
+        model[2].weight = model[0].weight
+    elif case == "subclass":
+        model = nn.Sequential(MyLinear(12, 5), nn.ReLU(), MyLinear(5, 3))
+    elif case == "hook":
+        model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        model[1].register_forward_hook(lambda m, a, out: 2 * out)
+    elif case == "leading-relu":
+        model = nn.Sequential(nn.ReLU(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+    elif case == "not-sequential":
+        model = Net()
+    elif case == "output-adapter":
+        model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        kw = {"output": lambda out: 2 * out}
+    elif case == "unflattened-images":  # Linear over the last axis of (B, 3, 4) inputs
+        model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.Flatten(),
+                              nn.Linear(9, 3))
+        x, _ = _data((3, 4))
+    else:
+        raise KeyError(case)
+    return model.double(), x, kw
+
+
+REFUSED = ["tanh", "leaky-relu", "frozen-layer", "same-layer-twice", "tied-weights",
+           "subclass", "hook", "leading-relu", "not-sequential", "output-adapter",
+           "unflattened-images"]
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_refused_where_it_would_be_wrong_and_the_generic_pass_stays_exact(case, monkeypatch):
+    model, x, kw = _refused(case)
+    ev = FunctionalModel(model, **kw)
+    assert find_relu_network(ev, x) is None
+    y = torch.randint(0, 3, (x.shape[0],), generator=torch.Generator().manual_seed(5))
+    num = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    basis = random_basis(num, 4, seed=2)
+    spied = []
+    original = subspace._chunk_pass
+    monkeypatch.setattr(subspace, "_chunk_pass",
+                        lambda *a, **k: spied.append(1) or original(*a, **k))
+    res = subspace_curvature(model, (x, y), basis, batch_size=10, **kw)
+    assert spied, "the generic pass must run where the fused one is refused"
+    if case in ("frozen-layer", "output-adapter"):
+        return  # the flat-θ oracle does not model frozen parameters or output adapters
+    hess = dense_subspace_hessian(model, x, y, basis)
+    assert rel(res.hessian, hess) < TOL
