@@ -227,3 +227,26 @@ def test_refused_where_it_would_be_wrong_and_the_generic_pass_stays_exact(case, 
         return  # the flat-θ oracle does not model frozen parameters or output adapters
     hess = dense_subspace_hessian(model, x, y, basis)
     assert rel(res.hessian, hess) < TOL
+
+
+def test_g_term_and_jacobians_use_the_fused_forward(monkeypatch):
+    from curvature_oracle import dense_projected_jacobians
+
+    from goldilocks_zone import projected_logit_jacobians, subspace_g_term
+    from goldilocks_zone.curvature.relu_network import ReluNetwork
+
+    model, shape = _model("flatten-dropout-nested")
+    model = model.double()
+    x, y = _data(shape)
+    basis = _basis(model, d=4)
+    calls = []
+    original = ReluNetwork.forward
+    monkeypatch.setattr(ReluNetwork, "forward",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    kw = dict(scale=1.1, temperature=0.9)
+    g = subspace_g_term(model, (x, y), basis, batch_size=10, **kw)
+    assert len(calls) == 3  # 23 samples in chunks of 10
+    assert rel(g, explicit_g_term(model, x, y, basis, **kw)) < TOL
+    pj = projected_logit_jacobians(model, (x, y), basis, batch_size=10, **kw)
+    assert len(calls) == 6
+    assert rel(pj.jacobians, dense_projected_jacobians(model, x, basis, **kw)) < TOL

@@ -416,7 +416,16 @@ def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
     check_basis(basis, ev)
     basis_dict = unflatten(basis, ev.params)
     with ev.mode(), torch.no_grad():
+        relu: ReluNetwork | None | bool = None
         for x, y in chunks(data, ev, batch_size):
+            if relu is None:
+                relu = find_relu_network(ev, x) or False
+                if relu:
+                    basis_dict = _contiguous(basis_dict)
+            if relu:
+                z, z_t, _ = relu.forward(ev, x, basis_dict, keep=False)
+                yield z, z_t, y
+                continue
 
             def along(tangent: Params, x=x):
                 return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
