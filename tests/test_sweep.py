@@ -22,7 +22,9 @@ from goldilocks_zone.sweep import (
     PointStore,
     SpecError,
     atomic_write_text,
+    collect,
     load_spec,
+    merge_points,
     parse_spec,
     payload_to_table,
     point_key,
@@ -402,6 +404,28 @@ by = ["depth"]
     assert manifest["kind"] == "sweep" and manifest["spec_hash"] == spec.hash
     assert manifest["last_run"]["done"] == 4  # kept from the sweep run
     assert "torch" in manifest["versions"]
+
+
+def test_collect_reads_sweep_json_once(tmp_path, monkeypatch):
+    """The merge, the manifest and the figures share one read of ``sweep.json``."""
+    out = tmp_path / "out"
+    spec = parse_spec({"experiment": TOY, "quick": True, "grid": {"seed": [0, 1]},
+                       "figures": {"by": []}})
+    run_sweep(spec, out, show_progress=False, plot=False)
+    expected, _ = merge_points(PointStore(out))
+    reads = []
+    real_read = PointStore.read_sweep
+
+    def counting_read(self):
+        reads.append(self.root)
+        return real_read(self)
+
+    monkeypatch.setattr(PointStore, "read_sweep", counting_read)
+    collected = collect(out, plot=True)
+    assert len(reads) == 1
+    pd.testing.assert_frame_equal(collected.table, expected)
+    assert collected.manifest["spec_hash"] == spec.hash
+    assert collected.figures and not collected.figure_errors
 
 
 def test_a_failing_figure_never_loses_results(tmp_path):

@@ -151,6 +151,32 @@ def test_gauss_newton_from_jacobians_matches_dense_reference():
     torch.testing.assert_close(gauss_newton_from_jacobians(jac, p), ref)
 
 
+@pytest.mark.parametrize("case", ["spread", "confident", "saturated"])
+def test_g_term_names_are_one_implementation(case):
+    r"""P2's ``g_term_from_jacobians`` and P1's ``gauss_newton_from_jacobians`` are one function:
+    bitwise equal, exactly symmetric, and equal to the dense float64 definition
+    :math:`\frac1S\sum_s J_s^\top(\mathrm{diag}\,p_s - p_sp_s^\top)J_s`, also when every
+    softmax is saturated (there :math:`X^\top\mathrm{diag}(p)X - V^\top V` loses all digits)."""
+    from goldilocks_zone.theory.random_model import g_term_from_jacobians
+
+    g = torch.Generator().manual_seed(11)
+    jac = torch.randn(30, 5, 7, generator=g, dtype=F64)
+    noise = torch.randn(30, 5, generator=g, dtype=F64)
+    if case == "saturated":  # runner-up ~e^-40 below the top class, G tiny against |J|^2
+        jac = 1e6 * jac
+        top = torch.randint(0, 5, (30,), generator=g)
+        logits = 40.0 * torch.nn.functional.one_hot(top, 5).to(F64) + 0.1 * noise
+    else:
+        logits = (0.5 if case == "spread" else 3.0) * noise
+    p = torch.softmax(logits, dim=-1)
+    gn = gauss_newton_from_jacobians(jac, p)
+    assert torch.equal(g_term_from_jacobians(jac, p), gn)
+    assert torch.equal(gn, gn.T)
+    ref = torch.einsum("skd,skl,sle->de", jac, softmax_covariance(p), jac) / 30
+    torch.testing.assert_close(gn, ref, rtol=1e-10, atol=1e-13 * float(ref.abs().max()))
+    assert torch.linalg.eigvalsh(gn).min() >= 0
+
+
 def test_eq9_against_monte_carlo_random_model():
     """Build J_s R = C + E_s with the model's statistics and measure kappa(G) directly: Eq. 9
     should predict it (d >> K so that C C^T is close to d sigma_c^2 I)."""

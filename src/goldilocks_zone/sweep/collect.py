@@ -60,9 +60,15 @@ def _matches(column: pd.Series, value: Any) -> bool:
         return False
 
 
-def merge_points(store: PointStore) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The merged table of ``store``'s done points and a description of what it holds."""
-    sweep = store.read_sweep()
+def merge_points(store: PointStore, *, sweep: dict[str, Any] | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The merged table of ``store``'s done points and a description of what it holds.
+
+    ``sweep`` is the folder's ``sweep.json`` (:meth:`PointStore.read_sweep`) if the caller has
+    already read it; otherwise it is read here.
+    """
+    if sweep is None:
+        sweep = store.read_sweep()
     swept: list[str] = sweep["swept"]
     points = sorted(sweep["points"], key=lambda p: p["index"])
     records: dict[str, dict[str, Any]] = {}
@@ -191,8 +197,8 @@ def collect(out_dir: str | Path, *, plot: bool = True,
 
     started = time.time()
     store = PointStore(out_dir)
-    sweep = store.read_sweep()
-    table, info = merge_points(store)
+    sweep = store.read_sweep()  # read once: the merge, the manifest and the figures share it
+    table, info = merge_points(store, sweep=sweep)
     spec = sweep["spec"]
     ref = spec["experiment"]
     merge_seconds = time.time() - started

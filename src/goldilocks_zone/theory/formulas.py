@@ -277,14 +277,20 @@ def gauss_newton_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     :math:`\bar j = \sum_k p_k j_k`. Each term is PSD, and for confident outputs
     (:math:`p_t \to 1`) the tiny true value is not swamped by the round-off of
     :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`, whose two terms nearly
-    cancel. No ``K x K`` matrices are formed.
+    cancel. No ``K x K`` matrices are formed. The result is symmetrised,
+    :math:`\frac12(G_R + G_R^\top)`, so that it is exactly symmetric (the product alone is
+    symmetric only to round-off).
+
+    This is the package's one implementation of the formula; P2's random model
+    (:func:`goldilocks_zone.theory.random_model.g_term_from_jacobians`) calls it.
     """
     if jacobians.ndim != 3 or probs.shape != jacobians.shape[:2]:
         raise ValueError(f"expected jacobians (S, K, d) and probs (S, K); got "
                          f"{tuple(jacobians.shape)} and {tuple(probs.shape)}")
     probs = probs.to(jacobians.dtype)
     # the engine's layout: tangents (d, S, K)
-    return gauss_newton_product(jacobians.permute(2, 0, 1), probs) / jacobians.shape[0]
+    g = gauss_newton_product(jacobians.permute(2, 0, 1), probs) / jacobians.shape[0]
+    return 0.5 * (g + g.T)
 
 
 def expected_projected_gradient(logit_mean: Tensor, mean_probs: Tensor, prior: Tensor) -> Tensor:

@@ -72,7 +72,10 @@ import torch
 from torch import Tensor
 
 from goldilocks_zone.curvature.random import torch_generator
-from goldilocks_zone.theory.formulas import matrix_positive_curvature
+from goldilocks_zone.theory.formulas import (
+    gauss_newton_from_jacobians,
+    matrix_positive_curvature,
+)
 
 __all__ = [
     "GradientOverlap",
@@ -255,15 +258,14 @@ def _jacobians(params: RandomModelParams, d: RandomModelDraw) -> Tensor:
 
 def g_term_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     r""":math:`G = \frac1N\sum_\mu J_\mu^\top(\mathrm{diag}\,p_\mu - p_\mu p_\mu^\top)J_\mu`
-    for ``jacobians`` (N, K, D) and ``probs`` (N, K), as
-    :math:`X^\top \mathrm{diag}(p) X - V^\top V` with :math:`X` the (NK, D) stack of logit
-    gradients and :math:`V_\mu = J_\mu^\top p_\mu` (one BLAS product each; symmetrised)."""
-    n, k, dim = jacobians.shape
-    x = jacobians.reshape(n * k, dim)
-    g = (x * probs.reshape(-1, 1)).T @ x
-    v = torch.einsum("nkd,nk->nd", jacobians, probs)
-    g = (g - v.T @ v) / n
-    return 0.5 * (g + g.T)
+    for ``jacobians`` (N, K, D) and ``probs`` (N, K); returns (D, D), exactly symmetric.
+
+    P2's name for P1's projected G-term: the same function as
+    :func:`goldilocks_zone.theory.formulas.gauss_newton_from_jacobians` (bitwise), which forms
+    it as a weighted covariance of the logit gradients, PSD by construction and free of the
+    cancellation that :math:`X^\top \mathrm{diag}(p) X - V^\top V` suffers when the softmax
+    saturates."""
+    return gauss_newton_from_jacobians(jacobians, probs)
 
 
 def _h_term(params: RandomModelParams, d: RandomModelDraw, weights: Tensor, mode: str
