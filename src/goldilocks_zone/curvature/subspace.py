@@ -347,10 +347,11 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     columns (block size from ``TANGENT_BUDGET_BYTES``) and one ``(b, D) @ (D, d)`` product per
     block; a Linear layer fed by the data alone is handled by the exact input-layer shortcut
     (:mod:`.input_layer`) when ``d`` is below its input width, and a feed-forward ReLU
-    network (Linear or convolution layers, pooling) by the fused pass of :mod:`.relu_network` (forward tangents only; not with
-    ``verify_split``, which keeps the independent second-order pass). float32 models are
-    differentiated in float32; the per-chunk d × d products, the G-term contraction and every
-    sum over chunks are accumulated in float64.
+    network (Linear or convolution layers, pooling) by the fused pass of
+    :mod:`.relu_network` (forward tangents only; not with ``verify_split``, which keeps the
+    independent second-order pass). float32 models are differentiated in float32; the
+    per-chunk d × d products, the G-term contraction and every sum over chunks are
+    accumulated in float64.
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
