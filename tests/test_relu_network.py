@@ -16,7 +16,7 @@ from torch import nn
 from goldilocks_zone import random_basis, subspace_curvature
 from goldilocks_zone.curvature import subspace
 from goldilocks_zone.curvature.functional import FunctionalModel
-from goldilocks_zone.curvature.relu_network import Dense, find_relu_network
+from goldilocks_zone.curvature.relu_network import Conv, Dense, Fixed, Relu, find_relu_network
 
 TOL = 1e-10
 
@@ -67,10 +67,47 @@ def _model(case):
                              nn.ReLU()), (12,)
     if case == "one-layer":  # softmax regression: logits linear in θ, H-term exactly 0
         return nn.Sequential(nn.Flatten(), nn.Linear(12, 4)), (2, 6)
+    if case == "conv-bias":  # padding, stride, average pooling, Flatten then Linear
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                             nn.Conv2d(4, 5, 3, stride=2), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(20, 6), nn.ReLU(), nn.Linear(6, 4)), (2, 10, 10)
+    if case == "conv-bias-free":  # dilation, 'same' padding, rectangular stride and kernel
+        return nn.Sequential(nn.Conv2d(2, 3, 3, dilation=2, padding=2, bias=False), nn.ReLU(),
+                             nn.Conv2d(3, 4, (3, 2), stride=(2, 1), padding=(1, 0), bias=False),
+                             nn.ReLU(),
+                             nn.AvgPool2d(2, stride=1), nn.Conv2d(4, 3, 1, bias=False),
+                             nn.Flatten(), nn.Linear(3 * 3 * 6, 4, bias=False)), (2, 7, 8)
+    if case == "conv-same-relu-after-pool":  # a ReLU after a pooling, a conv as last layer
+        return nn.Sequential(nn.Conv2d(1, 3, 3, padding="same"), nn.AvgPool2d(2, padding=1),
+                             nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(3, 4, 3, padding="valid"),
+                             nn.ReLU(), nn.Conv2d(4, 4, 2, stride=2), nn.Flatten()), (1, 8, 8)
+    if case == "conv1d-flatten2":  # Flatten(2) turns a 2-D map into a sequence for Conv1d
+        return nn.Sequential(nn.Conv2d(2, 3, 2), nn.ReLU(), nn.Flatten(2),
+                             nn.Conv1d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+                             nn.AvgPool1d(2), nn.Flatten(), nn.Linear(16, 4)), (2, 5, 5)
+    if case == "maxpool":  # max pooling gathers the tangents at the primal's argmax
+        return nn.Sequential(nn.Conv2d(2, 4, 3), nn.MaxPool2d(2), nn.ReLU(),
+                             nn.Conv2d(4, 5, 2), nn.ReLU(), nn.MaxPool2d(2, stride=1,
+                                                                         padding=1),
+                             nn.Flatten(), nn.Linear(5 * 3 * 3, 4)), (2, 8, 8)
+    if case == "conv3d":
+        return nn.Sequential(nn.Conv3d(1, 2, 2), nn.ReLU(), nn.Conv3d(2, 2, 2, padding=1),
+                             nn.ReLU(), nn.AvgPool3d(2), nn.Flatten(), nn.Linear(16, 4)
+                             ), (1, 4, 4, 4)
+    if case in ("lenet-5", "lenet-5-bias", "small-cnn", "small-cnn-bias"):
+        from goldilocks_zone.models import create
+
+        shape = (1, 16, 16) if case.startswith("lenet") else (3, 8, 8)
+        kw = {} if case.startswith("lenet") else {"channels": (4, 6)}
+        return create(case.removesuffix("-bias"), shape, 4, bias=case.endswith("-bias"),
+                      seed=0, **kw), shape
     raise KeyError(case)
 
 
-CASES = ["bias-free", "bias", "flatten-dropout-nested", "relu-on-logits", "one-layer"]
+CONV_CASES = ["conv-bias", "conv-bias-free", "conv-same-relu-after-pool", "conv1d-flatten2",
+              "maxpool", "conv3d", "lenet-5", "lenet-5-bias", "small-cnn", "small-cnn-bias"]
+CASES = ["bias-free", "bias", "flatten-dropout-nested", "relu-on-logits", "one-layer",
+         *CONV_CASES]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -148,9 +185,54 @@ def test_recognised_chain():
     model = _model("flatten-dropout-nested")[0].double()
     x, _ = _data((3, 4))
     net = find_relu_network(FunctionalModel(model), x)
-    assert net is not None and net.flatten
-    assert net.layers == (Dense("1.0.weight", "1.0.bias", True),
-                          Dense("4.weight", None, True), Dense("7.weight", "7.bias", False))
+    assert net is not None
+    assert net.steps == (Fixed("flatten", 0, (1, 2)), Dense("1.0.weight", "1.0.bias", True),
+                         Dense("4.weight", None, True), Dense("7.weight", "7.bias", False))
+    assert net.layers == net.steps[1:]
+
+
+def test_recognised_convolutional_chain():
+    model = _model("conv1d-flatten2")[0].double()
+    x, _ = _data((2, 5, 5))
+    net = find_relu_network(FunctionalModel(model), x)
+    assert net is not None
+    assert net.steps == (
+        Conv("0.weight", "0.bias", True, 2, (1, 1), (0, 0), (1, 1)),
+        Fixed("flatten", 0, (2, 3)),
+        Conv("3.weight", "3.bias", True, 1, (2,), (1,), (1,)),
+        Fixed("avg_pool", 1, ((2,), (2,), (0,), False, True)),
+        Fixed("flatten", 0, (1, 2)), Dense("7.weight", "7.bias", False))
+    model = _model("conv-same-relu-after-pool")[0].double()
+    steps = find_relu_network(FunctionalModel(model), _data((1, 8, 8))[0]).steps
+    assert steps[0] == Conv("0.weight", "0.bias", False, 2, (1, 1), (1, 1), (1, 1))
+    assert steps[2] == Relu()  # after the pooling: a step of its own
+    for case in ("lenet-5", "small-cnn-bias"):
+        model, shape = _model(case)
+        net = find_relu_network(FunctionalModel(model), _data(shape, dtype=torch.float32)[0])
+        assert net is not None and all(layer.relu for layer in net.layers[:-1])
+
+
+@pytest.mark.parametrize("flatten", [nn.Flatten(0), nn.Flatten(-4)])
+def test_flatten_of_the_batch_axis_is_refused(flatten):
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), flatten).double()
+    assert find_relu_network(FunctionalModel(model), _data((2, 6, 6))[0]) is None
+
+
+def test_lenet5_input_shape_that_does_not_fit_is_refused():
+    model = _model("lenet-5")[0].double()  # built for 1×16×16
+    assert find_relu_network(FunctionalModel(model), _data((1, 20, 20))[0]) is None
+    assert find_relu_network(FunctionalModel(model), _data((1, 16, 16))[0]) is not None
+
+
+def test_float32_convolutional_pass_matches_float64():
+    m64 = _model("conv-bias")[0].double()
+    m32 = _model("conv-bias")[0].float()
+    x, y = _data((2, 10, 10), n=100, seed=3)
+    basis = _basis(m64, d=8)
+    ref = subspace_curvature(m64, (x, y), basis)
+    res = subspace_curvature(m32, (x.float(), y), basis.float(), batch_size=32)
+    for term in ("hessian", "g_term", "h_term"):
+        assert rel(res.matrix(term), ref.matrix(term)) < 1e-5
 
 
 class MyLinear(nn.Linear):
@@ -199,14 +281,35 @@ def _refused(case):
         model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.Flatten(),
                               nn.Linear(9, 3))
         x, _ = _data((3, 4))
+    elif case in CONV_REFUSED:
+        x, _ = _data((2, 6, 6))
+        first = {"batch-norm": nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)),
+                 "grouped-conv": nn.Conv2d(2, 4, 3, groups=2),
+                 "reflect-padding": nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect"),
+                 "even-same-padding": nn.Conv2d(2, 4, 2, padding="same"),
+                 "conv-transpose": nn.ConvTranspose2d(2, 4, 3),
+                 "adaptive-pool": nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(),
+                                                nn.AdaptiveAvgPool2d(2)),
+                 "lp-pool": nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.LPPool2d(2, 2)),
+                 "pool-over-channels": nn.Sequential(nn.Flatten(2), nn.Conv1d(2, 4, 3),
+                                                     nn.ReLU(), nn.AvgPool2d(2)),
+                 "frozen-conv-bias": nn.Conv2d(2, 4, 3)}[case]
+        model = nn.Sequential(first, nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+        with torch.no_grad():
+            model(x.float())  # materialise the LazyLinear
+        if case == "frozen-conv-bias":
+            model[0].bias.requires_grad_(False)
     else:
         raise KeyError(case)
     return model.double(), x, kw
 
 
+CONV_REFUSED = ["batch-norm", "grouped-conv", "reflect-padding", "even-same-padding",
+                "conv-transpose", "adaptive-pool", "lp-pool", "pool-over-channels",
+                "frozen-conv-bias"]
 REFUSED = ["tanh", "leaky-relu", "frozen-layer", "same-layer-twice", "tied-weights",
            "subclass", "hook", "leading-relu", "not-sequential", "output-adapter",
-           "unflattened-images"]
+           "unflattened-images", *CONV_REFUSED]
 
 
 @pytest.mark.parametrize("case", REFUSED)
@@ -223,7 +326,7 @@ def test_refused_where_it_would_be_wrong_and_the_generic_pass_stays_exact(case, 
                         lambda *a, **k: spied.append(1) or original(*a, **k))
     res = subspace_curvature(model, (x, y), basis, batch_size=10, **kw)
     assert spied, "the generic pass must run where the fused one is refused"
-    if case in ("frozen-layer", "output-adapter"):
+    if case in ("frozen-layer", "output-adapter", "frozen-conv-bias"):
         return  # the flat-θ oracle does not model frozen parameters or output adapters
     hess = dense_subspace_hessian(model, x, y, basis)
     assert rel(res.hessian, hess) < TOL

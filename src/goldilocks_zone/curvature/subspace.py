@@ -19,7 +19,8 @@ of samples S at the end, never by the number of chunks):
 - the H-term :math:`H_R - G_R`, or with ``verify_split=True`` also directly as the Hessian of
   :math:`\frac1S\sum_s \mathrm{sg}(p_s - y_s)\cdot z_s` (sg = stop-gradient).
 
-A feed-forward ReLU network (an ``nn.Sequential`` of Linear and ReLU layers) takes an exact
+A feed-forward ReLU network (an ``nn.Sequential`` of Linear or convolution layers, ReLUs and
+average / max pooling and Flatten: LeNet-300-100, LeNet-5, the small CNN) takes an exact
 fused pass instead (:mod:`.relu_network`): its H-term is the bilinear coupling of each weight
 with its layer's input, so forward tangents, one back-propagated residual and d×d contractions
 give all three terms with no second-order pass.
@@ -346,10 +347,11 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     columns (block size from ``TANGENT_BUDGET_BYTES``) and one ``(b, D) @ (D, d)`` product per
     block; a Linear layer fed by the data alone is handled by the exact input-layer shortcut
     (:mod:`.input_layer`) when ``d`` is below its input width, and a feed-forward ReLU
-    network by the fused pass of :mod:`.relu_network` (forward tangents only; not with
-    ``verify_split``, which keeps the independent second-order pass). float32 models are
-    differentiated in float32; the per-chunk d × d products, the G-term contraction and every
-    sum over chunks are accumulated in float64.
+    network (Linear or convolution layers, pooling) by the fused pass of
+    :mod:`.relu_network` (forward tangents only; not with ``verify_split``, which keeps the
+    independent second-order pass). float32 models are differentiated in float32; the
+    per-chunk d × d products, the G-term contraction and every sum over chunks are
+    accumulated in float64.
 
     Returns a :class:`SubspaceCurvature` with float64 CPU tensors.
     """
