@@ -392,7 +392,8 @@ def find_relu_network(ev: FunctionalModel, x: Inputs) -> ReluNetwork | None:
     slots = Counter(name for _, name in ev._param_slots)
     canonical = {id(p): n for n, p in ev.model.named_parameters()}
     steps: list[Step] = []
-    h = torch.empty(x.shape, dtype=x.dtype, device="meta")  # the shapes, step by step
+    # the shapes, step by step, on one meta sample (no data, no FLOPs)
+    h = torch.empty((1, *x.shape[1:]), dtype=x.dtype, device="meta")
     meta = {n: p.to("meta") for n, p in ev.params.items()}
     try:
         for m in modules:
