@@ -219,6 +219,7 @@ def test_timing_probe_plans_within_bounds_and_scales_down_for_heavy_models(monke
                                  num_models=1, num_bases=2, available=300)
     assert measure.MIN_SAMPLES <= plan.num_samples <= 300
     assert measure.MIN_DIM <= plan.dim <= measure.MAX_DIM and "predicted" in plan.note
+    assert plan.note.endswith("engine pass: fused)")  # a ReLU MLP: the fused pass
 
     seen.clear()
     monkeypatch.setattr(measure, "HEAVY_SECONDS_PER_DIRECTION_SAMPLE", 0.0)

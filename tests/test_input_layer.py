@@ -137,6 +137,7 @@ def test_shortcut_is_taken_and_exact(case, monkeypatch):
                         lambda self, *a: splits.append(self.weight) or original(self, *a))
     res = subspace_curvature(model, (x, y), basis, batch_size=batch, train_mode=train)
     assert splits == [layer.weight] * (1 if train else 3)  # taken on every chunk
+    assert res.method == "input-layer"
     oracle = dense_hessian_any(model, x, y, basis, train=train)
     assert float((res.hessian - oracle).norm() / oracle.norm()) < TOL
     # the same numbers as the pass without the shortcut, for every term, at any scale / T
@@ -144,6 +145,7 @@ def test_shortcut_is_taken_and_exact(case, monkeypatch):
               batch_size=batch)
     res = subspace_curvature(model, (x, y), basis, **kw)
     plain = _without_shortcut(monkeypatch, model, (x, y), basis, **kw)
+    assert plain.method == "generic"
     for term in ("hessian", "g_term", "h_term"):
         diff = (res.matrix(term) - plain.matrix(term)).norm()
         assert diff <= 1e-12 * plain.matrix(term).norm()

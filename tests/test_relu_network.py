@@ -121,6 +121,7 @@ def test_fused_pass_is_taken_and_matches_the_dense_oracle(case, monkeypatch):
     with monkeypatch.context() as m:
         _no_second_order_pass(m)
         res = subspace_curvature(model, (x, y), basis, batch_size=8, **kw)
+    assert res.method == "fused"
     hess = dense_subspace_hessian(model, x, y, basis, **kw)
     g = explicit_g_term(model, x, y, basis, **kw)
     assert rel(res.hessian, hess) < TOL
@@ -147,6 +148,7 @@ def test_fused_and_generic_pass_agree_for_every_term(case, terms, monkeypatch):
     fused = subspace_curvature(model, (x, y), basis, **kw)
     plain = _generic(monkeypatch, model, (x, y), basis, **kw)
     assert fused.terms == plain.terms == terms
+    assert fused.method == "fused" and plain.method != "fused"
     for term in terms:
         diff = (fused.matrix(term) - plain.matrix(term)).norm()
         assert diff <= 1e-12 * plain.matrix(term).norm() + 1e-15  # one-layer: H-term ≈ 0
@@ -165,7 +167,7 @@ def test_verify_split_uses_the_independent_generic_pass(monkeypatch):
     monkeypatch.setattr(subspace, "_chunk_pass",
                         lambda *a, **k: calls.append(1) or original(*a, **k))
     res = subspace_curvature(model, (x, y), _basis(model), verify_split=True)
-    assert calls and res.split_residual < 1e-12
+    assert calls and res.split_residual < 1e-12 and res.method != "fused"
 
 
 def test_float32_fused_pass_matches_float64():
@@ -326,6 +328,7 @@ def test_refused_where_it_would_be_wrong_and_the_generic_pass_stays_exact(case, 
                         lambda *a, **k: spied.append(1) or original(*a, **k))
     res = subspace_curvature(model, (x, y), basis, batch_size=10, **kw)
     assert spied, "the generic pass must run where the fused one is refused"
+    assert res.method in ("generic", "input-layer")
     if case in ("frozen-layer", "output-adapter", "frozen-conv-bias"):
         return  # the flat-θ oracle does not model frozen parameters or output adapters
     hess = dense_subspace_hessian(model, x, y, basis)

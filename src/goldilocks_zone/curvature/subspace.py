@@ -68,6 +68,10 @@ class SubspaceCurvature:
     mean softmax output (K,); ``class_prior``: q, the label frequencies (K,).
     ``finite`` is False when the loss or a matrix is non-finite (e.g. overflow at an extreme
     scale): the values are then returned as they are (inf/NaN), not raised.
+    ``method``: the pass that computed it — ``"fused"`` (a piecewise-linear network,
+    :mod:`.relu_network`), ``"input-layer"`` (the generic pass with the input-layer shortcut)
+    or ``"generic"``; the same numbers to round-off, told so that a user can see which path
+    their model takes.
     """
 
     hessian: Tensor | None
@@ -84,6 +88,7 @@ class SubspaceCurvature:
     finite: bool
     h_term_direct: Tensor | None = None
     split_residual: float | None = None
+    method: str = "generic"
 
     @property
     def dim(self) -> int:
@@ -281,8 +286,8 @@ def _symmetric_mean(m: Tensor | None, n: int) -> Tensor | None:
     return 0.5 * (m + m.T)
 
 
-def _result(sums: _Sums, terms: tuple[str, ...], scale: float,
-            temperature: float) -> SubspaceCurvature:
+def _result(sums: _Sums, terms: tuple[str, ...], scale: float, temperature: float,
+            method: str) -> SubspaceCurvature:
     stats = sums.stats
     n = stats.num_samples
     hessian, g_term = _symmetric_mean(sums.hessian, n), _symmetric_mean(sums.g_term, n)
@@ -303,7 +308,7 @@ def _result(sums: _Sums, terms: tuple[str, ...], scale: float,
         loss=loss, num_samples=n, accuracy=stats.accuracy,
         projected_gradient=sums.grad / n, mean_probs=stats.mean_probs,
         class_prior=stats.class_prior, scale=float(scale), temperature=float(temperature),
-        finite=finite, h_term_direct=h_direct, split_residual=residual,
+        finite=finite, h_term_direct=h_direct, split_residual=residual, method=method,
     )
 
 
@@ -401,7 +406,8 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
                 with torch.enable_grad():
                     hd_t, *_ = _chunk_pass(*split, y, block, cotangent=cot)
                 sums.h_direct += hd_t.cpu()
-    return _result(sums, terms, scale, temperature)
+    method = "fused" if relu else "input-layer" if layer else "generic"
+    return _result(sums, terms, scale, temperature, method)
 
 
 @dataclass(frozen=True)

@@ -206,10 +206,14 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
                       predicted_seconds=float("nan"),
                       note=f"as given: N = {num_samples} samples, d = {dim}, {num_bases} bases "
                       f"({passes} passes)")
+    methods = []  # the engine's pass for this model (SubspaceCurvature.method)
+
     def timed(n: int, basis: Tensor) -> float:
         start = time.perf_counter()
-        subspace_curvature(model, (map_inputs(lambda t: t[:n], pair[0]), pair[1][:n]), basis,
-                           batch_size=batch_size, train_mode=train_mode, trainable_only=False)
+        res = subspace_curvature(model, (map_inputs(lambda t: t[:n], pair[0]), pair[1][:n]),
+                                 basis, batch_size=batch_size, train_mode=train_mode,
+                                 trainable_only=False)
+        methods.append(res.method)
         return time.perf_counter() - start
 
     probe_start = time.perf_counter()
@@ -262,6 +266,6 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     predicted = passes * num_bases * d * (u + v * n)
     note = (f"{why}: N = {n} samples, d = {d}, {num_bases} bases (timing probe: "
             f"{u * 1e3:.3g} ms per direction + {v * 1e6:.3g} µs per direction and sample; "
-            f"predicted {predicted:.1f} s for {passes} passes)")
+            f"predicted {predicted:.1f} s for {passes} passes; engine pass: {methods[-1]})")
     return Budget(num_samples=n, dim=d, seconds_per_column_sample=v,
                   predicted_seconds=predicted, note=note)
