@@ -356,3 +356,22 @@ def test_g_term_and_jacobians_use_the_fused_forward(monkeypatch):
     pj = projected_logit_jacobians(model, (x, y), basis, batch_size=10, **kw)
     assert len(calls) == 6
     assert rel(pj.jacobians, dense_projected_jacobians(model, x, basis, **kw)) < TOL
+
+
+@pytest.mark.parametrize("where", ["input", "model"])
+def test_channels_last_models_and_inputs(where, monkeypatch):
+    """A channels-last input or model (strided, not contiguous) gives the same numbers."""
+    model, shape = _model("small-cnn-bias")  # 3 input channels: channels-last is strided
+    model = model.double()
+    x, y = _data(shape, n=20)
+    basis = _basis(model, d=4)
+    ref = subspace_curvature(model, (x, y), basis, batch_size=8)
+    if where == "input":
+        x = x.to(memory_format=torch.channels_last)
+    else:
+        model = model.to(memory_format=torch.channels_last)
+    assert not (x if where == "input" else next(model.parameters())).is_contiguous()
+    res = subspace_curvature(model, (x, y), basis, batch_size=8)
+    assert res.method == "fused"
+    for term in ("hessian", "g_term", "h_term"):
+        assert rel(res.matrix(term), ref.matrix(term)) < 1e-12

@@ -218,7 +218,10 @@ class ReluNetwork:
                     saved.append((mask, tangent))
                 h, tangent = z, z_t
             elif isinstance(step, Conv):
-                w, v = ev.params[step.weight], directions[step.weight]  # (O, C, k…), (d, O, C, k…)
+                # (O, C, k…), (d, O, C, k…); contiguous, so that a channels-last model or input
+                # gives the memory layout the views below assume
+                w, v = ev.params[step.weight].contiguous(), directions[step.weight]
+                h = h.contiguous()
                 d, out = v.shape[:2]
                 if tangent is not None:
                     tangent = _layout(tangent, batch_major, True)
@@ -228,7 +231,7 @@ class ReluNetwork:
                 z_t = step(h, v.reshape(d * out, *v.shape[2:]),
                            directions[step.bias].reshape(-1) if step.bias else None)
                 b = h.shape[0]
-                z_t = z_t.view(b, d, out, *z_t.shape[2:])
+                z_t = z_t.contiguous().view(b, d, out, *z_t.shape[2:])
                 if tangent is not None:  # + W_l * x'_{l-1}, the d·B tangents as one batch
                     z_t.view(b * d, *z_t.shape[2:]).add_(
                         step(tangent.view(b * d, *tangent.shape[2:]), w))
