@@ -110,14 +110,15 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return out
 
 
-_STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-               nn.FeatureAlphaDropout)
+#: The dropout layers: random in train mode, the identity in eval mode.
+DROPOUT_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.FeatureAlphaDropout)
 
 
 def check_train_mode(model: nn.Module) -> None:
     """Train-mode curvature is well defined only without stochastic layers."""
     bad = [name for name, m in model.named_modules()
-           if isinstance(m, _STOCHASTIC) and getattr(m, "p", 0) > 0]
+           if isinstance(m, DROPOUT_LAYERS) and getattr(m, "p", 0) > 0]
     if bad:
         raise ValueError(
             "train_mode=True is not well defined for models with dropout (random masks make "

@@ -78,14 +78,13 @@ from torch import Tensor, nn
 from torch.func import vjp
 from torch.nn import grad as conv_grad
 
-from goldilocks_zone.curvature.functional import FunctionalModel, Inputs, Params
+from goldilocks_zone.curvature.functional import DROPOUT_LAYERS, FunctionalModel, Inputs, Params
 
 __all__ = ["Conv", "Dense", "Fixed", "Relu", "ReluNetwork", "find_relu_network"]
 
 #: Modules that are the identity on the engine's tensors: dropout is the identity in eval
 #: mode, and in train mode the engine refuses dropout with p > 0 before any pass.
-_IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-             nn.AlphaDropout, nn.FeatureAlphaDropout)
+_IDENTITY = (nn.Identity, *DROPOUT_LAYERS)
 
 _CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -251,15 +250,15 @@ class ReluNetwork:
                     saved.append(mask)
             else:
                 # the pullback only where the residual goes on to a layer with parameters
+                # (max pooling returns its argmax indices beside the values: an aux output)
+                pooled = step.kind == "max_pool"
                 pull = indices = None
-                if step.kind == "max_pool":
-                    z, indices = step(h)
-                    if keep and tangent is not None:
-                        pull = vjp(step.primal, h)[1]
-                elif keep and tangent is not None:
-                    z, pull = vjp(step, h)
+                if keep and tangent is not None:
+                    z, pull, *aux = vjp(step, h, has_aux=pooled)
+                    indices = aux[0] if pooled else None
                 else:
                     z = step(h)
+                    z, indices = z if pooled else (z, None)
                 if tangent is not None:
                     tangent = step.tangent(tangent, batch_major, indices)
                 if keep:
