@@ -364,8 +364,7 @@ def subspace_curvature(model: nn.Module, data: Batch | Iterable[Batch], basis: T
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
                          train_mode=train_mode, trainable_only=trainable_only, output=output)
     check_basis(basis, ev)
-    basis_dict = unflatten(basis, ev.params)  # name -> (d, *shape)
-    basis_dict = _contiguous(basis_dict)
+    basis_dict = _contiguous(unflatten(basis, ev.params))  # name -> (d, *shape)
     d = basis.shape[1]
     block = column_block_size(basis.shape[0], d, basis.element_size())
     need_hessian = verify_split or "hessian" in terms or "h_term" in terms
@@ -425,27 +424,22 @@ def _logit_tangents(model: nn.Module, data: Batch | Iterable[Batch], basis: Tens
                     batch_size: int | None, train_mode: bool, trainable_only: bool,
                     output: Callable | None):
     """Yield ``(z, z_t, y)`` per chunk: logits (B, K) and their tangents (d, B, K) along the
-    basis columns, by forward mode (``vmap`` over the d directions of ``jvp``)."""
+    basis columns, by forward mode (the fused pass's forward half for a piecewise-linear
+    network, else ``vmap`` over blocks of basis columns of ``jvp``)."""
     ev = FunctionalModel(model, scale=scale, temperature=temperature, params=params,
                          train_mode=train_mode, trainable_only=trainable_only, output=output)
     check_basis(basis, ev)
-    basis_dict = unflatten(basis, ev.params)
+    basis_dict = _contiguous(unflatten(basis, ev.params))
+    block = column_block_size(basis.shape[0], basis.shape[1], basis.element_size())
     with ev.mode(), torch.no_grad():
         relu: ReluNetwork | None | bool = None
         for x, y in chunks(data, ev, batch_size):
             if relu is None:
                 relu = find_relu_network(ev, x) or False
-                if relu:
-                    basis_dict = _contiguous(basis_dict)
             if relu:
                 z, z_t, _ = relu.forward(ev, x, basis_dict, keep=False)
-                yield z, z_t, y
-                continue
-
-            def along(tangent: Params, x=x):
-                return jvp(lambda q: ev.logits(q, x), (ev.params,), (tangent,))
-
-            z, z_t = vmap(along, out_dims=(None, 0))(basis_dict)
+            else:
+                z, z_t = _forward_pass(ev, x, basis_dict, block)
             yield z, z_t, y
 
 
