@@ -136,10 +136,9 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: st
                     bar = _progress_bar(len(tasks), show_progress)
                     for record in runner.run(tasks):
                         point = by_key[record["key"]]
-                        record["index"] = point.index
-                        record["grid"] = point.grid
-                        record["committed_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                time.gmtime())
+                        record.update(index=point.index, grid=point.grid,
+                                      committed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()))
                         store.commit(record)
                         if record["status"] == DONE:
                             report.done += 1
