@@ -83,10 +83,8 @@ def make_executor(executor: str = "local", *, workers: int | None = None,
                         "cluster), not both")
     if workers is not None and workers < 1:
         raise SpecError(f"--workers must be >= 1, got {workers}")
-    if scheduler is None and workers is None:
-        workers = 1
-    return DaskExecutor(workers=workers, scheduler=scheduler, threads=threads,
-                        experiment=experiment)
+    return DaskExecutor(workers=1 if workers is None and scheduler is None else workers,
+                        scheduler=scheduler, threads=threads, experiment=experiment)
 
 
 def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: str = "local",
