@@ -39,12 +39,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name in base.names():
         exp = base.get(name)
         print(f"  {name:22s} {exp.paper:22s} {exp.summary}")
-    print("\nModels:")
-    for name in models.names():
-        print(f"  {name}")
-    print("\nDatasets:")
-    for name in data.names():
-        print(f"  {name}")
+    for title, names in (("Models", models.names()), ("Datasets", data.names())):
+        print(f"\n{title}:")
+        for name in names:
+            print(f"  {name}")
     return 0
 
 
@@ -153,10 +151,8 @@ def _cmd_run(argv: list[str]) -> int:
         if args.config:
             toml = read_toml(args.config, what="config file", error=UsageError)
             values.update(toml.get("config", toml))
-        for f in dataclasses.fields(experiment.config_cls):
-            v = getattr(args, f.name)
-            if v is not None:
-                values[f.name] = v
+        values.update((f.name, v) for f in dataclasses.fields(experiment.config_cls)
+                      if (v := getattr(args, f.name)) is not None)
         config = experiment.config_from_dict(values)
         check_names(config)
     except (UsageError, KeyError, TypeError, ValueError) as exc:
@@ -190,6 +186,8 @@ def _cmd_run(argv: list[str]) -> int:
 _MEASURE_COLUMNS = ("positive_curvature", "fraction_positive", "spectral_norm",
                     "top_eigenvalue", "loss", "accuracy", "gradient_norm", "cosine")
 _MAX_ROWS = 30
+
+
 def short_table(table, key_columns: tuple[str, ...] = ()):
     """A short view of a results table: the measurements averaged over seeds per point when
     the experiment's ``key_columns`` and ``seed`` identify the rows exactly (so nothing but

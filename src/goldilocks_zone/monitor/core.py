@@ -88,8 +88,6 @@ DEFAULT_RETRY_AFTER = 10
 #: training while the bulk's own top eigenvalues (a few percent apart) never pass it.
 OUTLIER_RATIO = 2.0
 
-STATUSES = ("measured", "partial", "skipped")
-
 Batch = tuple[Tensor, Tensor]
 
 
@@ -129,21 +127,21 @@ class _Stop(Exception):
     """Ends a measurement early (budget spent, non-finite loss, Lanczos failure)."""
 
 
+#: The measured quantities of a row, in column order (then ``eigenvalue_1..k``).
+_QUANTITIES = (
+    "loss", "accuracy", "mean_entropy", "grad_norm", "param_norm", "positive_curvature",
+    "fraction_positive", "hessian_spectral_norm", "hessian_top_eigenvalue",
+    "g_term_spectral_norm", "h_term_spectral_norm", "g_term_positive_curvature",
+    "h_term_positive_curvature", "num_outliers", "gradient_top_k_fraction",
+    "gradient_top_c_fraction", "lanczos_iterations", "lanczos_max_residual",
+    "lanczos_converged", "num_classes", "top_k",
+)
+
+
 def _nan_row(top_k: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "loss": math.nan, "accuracy": math.nan, "mean_entropy": math.nan,
-        "grad_norm": math.nan, "param_norm": math.nan,
-        "positive_curvature": math.nan, "fraction_positive": math.nan,
-        "hessian_spectral_norm": math.nan, "hessian_top_eigenvalue": math.nan,
-        "g_term_spectral_norm": math.nan, "h_term_spectral_norm": math.nan,
-        "g_term_positive_curvature": math.nan, "h_term_positive_curvature": math.nan,
-        "num_outliers": math.nan, "gradient_top_k_fraction": math.nan,
-        "gradient_top_c_fraction": math.nan, "lanczos_iterations": math.nan,
-        "lanczos_max_residual": math.nan, "lanczos_converged": False,
-        "num_classes": math.nan, "top_k": math.nan,
-    }
-    for i in range(1, (top_k or 0) + 1):
-        row[f"eigenvalue_{i}"] = math.nan
+    row: dict[str, Any] = dict.fromkeys(_QUANTITIES, math.nan)
+    row["lanczos_converged"] = False
+    row.update((f"eigenvalue_{i}", math.nan) for i in range(1, (top_k or 0) + 1))
     return row
 
 

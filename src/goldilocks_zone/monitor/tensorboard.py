@@ -33,11 +33,8 @@ def write_scalars(writer: Any, row: dict[str, Any], step: int, *,
     Returns the tags written."""
     tags = []
     for name, value in row.items():
-        if name in NON_SCALARS or isinstance(value, str):
-            continue
-        if isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        if (name in NON_SCALARS or not isinstance(value, (int, float))
+                or not math.isfinite(value)):
             continue
         writer.add_scalar(prefix + name, float(value), step)
         tags.append(prefix + name)

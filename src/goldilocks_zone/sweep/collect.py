@@ -13,6 +13,7 @@ row, that column is the grid column; if it holds something else, the swept value
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -71,16 +72,10 @@ def merge_points(store: PointStore, *, sweep: dict[str, Any] | None = None
         sweep = store.read_sweep()
     swept: list[str] = sweep["swept"]
     points = sorted(sweep["points"], key=lambda p: p["index"])
-    records: dict[str, dict[str, Any]] = {}
-    for p in points:
-        record = store.load(p["key"])
-        if record is not None:
-            records[p["key"]] = record
-    tables = []
-    for p in points:
-        record = records.get(p["key"])
-        if record is not None and record["status"] == DONE:
-            tables.append((p, payload_to_table(record["table"])))
+    records = {p["key"]: r for p in points if (r := store.load(p["key"])) is not None}
+    done = [p for p in points if records.get(p["key"], {}).get("status") == DONE]
+    failed = [p for p in points if records.get(p["key"], {}).get("status") == FAILED]
+    tables = [(p, payload_to_table(records[p["key"]]["table"])) for p in done]
     grid_columns: dict[str, str] = {}
     in_table: set[str] = set()
     for name in swept:
@@ -104,12 +99,8 @@ def merge_points(store: PointStore, *, sweep: dict[str, Any] | None = None
                 front[grid_columns[name]] = [_cell(p["grid"][name])] * len(t)
         rest = t.drop(columns=sorted(in_table))
         blocks.append(pd.concat([pd.DataFrame(front, index=t.index), rest], axis=1))
-    if blocks:
-        table = pd.concat(blocks, ignore_index=True)
-    else:
-        table = pd.DataFrame(columns=[POINT_KEY, *grid_columns.values()])
-    done = [p for p in points if records.get(p["key"], {}).get("status") == DONE]
-    failed = [p for p in points if records.get(p["key"], {}).get("status") == FAILED]
+    table = (pd.concat(blocks, ignore_index=True) if blocks
+             else pd.DataFrame(columns=[POINT_KEY, *grid_columns.values()]))
     seconds = [records[p["key"]].get("seconds") or 0.0 for p in done + failed]
     info = {
         "counts": {"points": len(points), "done": len(done), "failed": len(failed),
@@ -205,24 +196,21 @@ def collect(out_dir: str | Path, *, plot: bool = True,
 
     previous_run = None
     if run_info is None and (store.root / MANIFEST).is_file():
-        try:
+        with contextlib.suppress(Exception):  # an unreadable old manifest is just replaced
             previous_run = read_manifest(store.root).get("last_run")
-        except Exception:  # noqa: BLE001 - an unreadable old manifest is just replaced
-            previous_run = None
 
     draw = None
     if plot and info["counts"]["done"]:
         def draw(fig_root: Path) -> tuple[list[Path], list[str]]:
             return draw_sweep_figures(ref, table, sweep, info, fig_root)
 
-    first_config = next(iter(info["configs"].values()), None)
     manifest = {
         "kind": "sweep",
         "experiment": ref,
         "spec": spec,
         "spec_hash": sweep["spec_hash"],
         "quick": spec["quick"],
-        "config": first_config,
+        "config": next(iter(info["configs"].values()), None),
         "swept": sweep["swept"],
         "grid_columns": info["grid_columns"],
         "counts": info["counts"],

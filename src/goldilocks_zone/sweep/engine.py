@@ -83,10 +83,8 @@ def make_executor(executor: str = "local", *, workers: int | None = None,
                         "cluster), not both")
     if workers is not None and workers < 1:
         raise SpecError(f"--workers must be >= 1, got {workers}")
-    if scheduler is None and workers is None:
-        workers = 1
-    return DaskExecutor(workers=workers, scheduler=scheduler, threads=threads,
-                        experiment=experiment)
+    return DaskExecutor(workers=1 if workers is None and scheduler is None else workers,
+                        scheduler=scheduler, threads=threads, experiment=experiment)
 
 
 def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: str = "local",
@@ -136,10 +134,9 @@ def run_sweep(spec: SweepSpec | str | Path, out_dir: str | Path, *, executor: st
                     bar = _progress_bar(len(tasks), show_progress)
                     for record in runner.run(tasks):
                         point = by_key[record["key"]]
-                        record["index"] = point.index
-                        record["grid"] = point.grid
-                        record["committed_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                time.gmtime())
+                        record.update(index=point.index, grid=point.grid,
+                                      committed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()))
                         store.commit(record)
                         if record["status"] == DONE:
                             report.done += 1

@@ -63,13 +63,6 @@ class LocalExecutor:
             yield compute_point(task.experiment, task.key, task.config, threads=self.threads)
 
 
-def _probe_code(experiment_ref: str) -> str:
-    return (
-        "from goldilocks_zone.sweep.spec import resolve_experiment\n"
-        f"resolve_experiment({experiment_ref!r})\n"
-    )
-
-
 class DaskExecutor:
     """Execution on a Dask cluster; only this (driver) process writes results.
 
@@ -137,7 +130,8 @@ class DaskExecutor:
         if self.workers is not None:
             self.client.wait_for_workers(self.workers, timeout=120)
         try:
-            self.client.run(exec, _probe_code(experiment_ref))
+            self.client.run(exec, "from goldilocks_zone.sweep.spec import resolve_experiment\n"
+                            f"resolve_experiment({experiment_ref!r})\n")
         except Exception as exc:
             raise ExecutorError(
                 f"Dask workers cannot load experiment {experiment_ref!r}: "

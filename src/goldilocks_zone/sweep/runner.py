@@ -1,14 +1,8 @@
 """Run a registered experiment into an output folder and redraw figures from saved results.
 
-Layout of an output folder::
-
-    DIR/results.csv        one tidy row per measured point
-    DIR/results.parquet    the same table, typed
-    DIR/manifest.json      experiment id, full config, provenance, versions, device, timings
-    DIR/figures/*.png|pdf  the paper's figure(s), drawn from the table alone
-
-Running one experiment is a one-point sweep as far as results go: both are written by
-:func:`goldilocks_zone.sweep.store.write_results` (one result store, one atomic writer).
+The folder (``results.csv``, ``results.parquet``, ``manifest.json``, ``figures/``) is laid out
+as in :mod:`goldilocks_zone.sweep.store`. Running one experiment is a one-point sweep as far as
+results go: both are written by :func:`goldilocks_zone.sweep.store.write_results`.
 """
 
 from __future__ import annotations
@@ -135,10 +129,8 @@ def load_results(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     out = Path(out_dir)
     manifest = read_manifest(out)
     if (out / RESULTS_PARQUET).exists():
-        table = pd.read_parquet(out / RESULTS_PARQUET)
-    else:
-        table = pd.read_csv(out / RESULTS_CSV)
-    return table, manifest
+        return pd.read_parquet(out / RESULTS_PARQUET), manifest
+    return pd.read_csv(out / RESULTS_CSV), manifest
 
 
 def replot(out_dir: str | Path) -> list[Path]:

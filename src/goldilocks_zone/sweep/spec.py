@@ -1,28 +1,13 @@
 """Sweep specifications: which experiment, which parameter values, crossed or zipped.
 
-A spec is a TOML file::
-
-    experiment = "scale-sweep"      # a registered id, or "package.module:ATTR"
-    quick = true                    # start from the experiment's QUICK preset (default false)
-    description = "free text"       # optional
-
-    [base]                          # fixed values for every point (optional)
-    dim = 20
-
-    [grid]                          # crossed: one point per combination
-    model = ["mlp", "lenet-300-100"]
-    seed = [0, 1, 2]
-
-    [zip]                           # zipped: i-th values go together (equal lengths)
-    dataset = ["circles", "digits"]
-    num_samples = [300, 500]
-
-    [figures]                       # optional: one figure set per value of these grid params
-    by = ["model"]
-
-The points are ``product(grid values ...) x zip rows`` in file order (the zipped group is the
-innermost loop; ``zip`` may also be an array of tables ``[[zip]]`` for several groups). Each
-point's full config is ``QUICK preset (if quick) <- base <- point values``, built and checked by
+A spec is a TOML file: ``experiment`` (a registered id, or ``"package.module:ATTR"``),
+optional ``quick`` (start from the experiment's QUICK preset) and ``description``, and the
+tables ``[base]`` (fixed values for every point), ``[grid]`` (lists, crossed: one point per
+combination), ``[zip]`` (lists of equal length whose i-th values go together; ``[[zip]]`` for
+several groups) and ``[figures] by`` (one figure set per value of these grid parameters);
+docs/sweeps.md shows an example. The points are ``product(grid values ...) x zip rows`` in
+file order (the zipped group is the innermost loop). Each point's full config is ``QUICK
+preset (if quick) <- base <- point values``, built and checked by
 :func:`goldilocks_zone.experiments._shared.base.make_config`, and its key is a hash of
 ``{experiment, full config}``, so the same config always gets the same key.
 """
@@ -139,10 +124,7 @@ class SweepSpec:
     @property
     def swept(self) -> list[str]:
         """Names of the swept parameters, in grid then zip order (the table's grid columns)."""
-        names = list(self.grid)
-        for group in self.zip:
-            names.extend(group)
-        return names
+        return [*self.grid, *(name for group in self.zip for name in group)]
 
     def normalized(self) -> dict[str, Any]:
         """The spec as plain JSON data with values coerced to the config's types."""
@@ -176,13 +158,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    return _toml.read_toml(path, what="sweep spec", error=SpecError)
-
-
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and fully validate a TOML sweep spec (see :func:`parse_spec`)."""
-    return parse_spec(read_toml(path), source=str(path))
+    return parse_spec(_toml.read_toml(path, what="sweep spec", error=SpecError),
+                      source=str(path))
 
 
 def parse_spec(data: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSpec:
@@ -327,9 +306,7 @@ def _expand(spec: SweepSpec, experiment: Experiment, where: str) -> list[SweepPo
     points: list[SweepPoint] = []
     by_key: dict[str, SweepPoint] = {}
     for index, combo in enumerate(itertools.product(*axes)):
-        swept: dict[str, Any] = {}
-        for part in combo:
-            swept.update(part)
+        swept = {name: value for part in combo for name, value in part.items()}
         try:
             config = experiment.default_config(quick=spec.quick, **spec.base, **swept)
         except (KeyError, TypeError, ValueError) as exc:

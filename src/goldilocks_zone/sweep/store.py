@@ -12,14 +12,10 @@ A sweep folder adds, written only by the driver process while it holds the lock:
     DIR/points/<key>.json       one record per finished point (status done or failed)
     DIR/.lock                   held (flock) by the driver while a sweep runs
 
-Every file is committed by :func:`atomic_write_bytes` (the only writer in the package): a
-temporary file with a unique name (:func:`tempfile.mkstemp`) in the same folder, written,
-flushed and fsync'ed, then renamed over the final name with :func:`os.replace` (atomic on
-POSIX), and the folder is fsync'ed. Any number of concurrent writers and readers of the same
-file therefore only ever see the complete old or the complete new file, and a crash at any
-instant leaves the old file, the new file, or an orphan ``.<name>.<random>.tmp`` that is never
-read and is removed by a later sweep. A write that fails (disk full, quota, permissions)
-raises :class:`StoreWriteError` and leaves no partial file behind.
+Every file is committed by :func:`atomic_write_bytes` (the only writer in the package), so
+concurrent readers and writers only ever see the complete old or the complete new file; a crash
+leaves at most an orphan ``.<name>.<random>.tmp`` that is never read and is removed by a later
+sweep (:meth:`PointStore.remove_orphans`). Guarantees in full: docs/sweeps.md.
 
 Each point record carries ``checksum``: the SHA-256 of its canonical JSON (sorted keys,
 compact, without the checksum itself). A record whose checksum does not match, or that does
@@ -175,11 +171,6 @@ def write_table(table: Any, out_dir: Path) -> list[str]:
     return []
 
 
-def write_manifest(manifest: dict[str, Any], out_dir: Path) -> None:
-    atomic_write_text(out_dir / MANIFEST,
-                      json.dumps(manifest, indent=2, default=_json_default, allow_nan=True))
-
-
 #: ``draw(fig_dir) -> (paths drawn, error messages)``
 Draw = Callable[[Path], "tuple[list[Path], list[str]]"]
 
@@ -227,7 +218,8 @@ def write_results(out_dir: str | Path, table: Any, manifest: dict[str, Any], *,
         manifest["figures"] = [str(p.relative_to(out)) if p.is_relative_to(out) else str(p)
                                for p in figures]
         manifest["figure_errors"] = errors
-    write_manifest(manifest, out)
+    atomic_write_text(out / MANIFEST,
+                      json.dumps(manifest, indent=2, default=_json_default, allow_nan=True))
     return manifest
 
 
@@ -275,16 +267,15 @@ class PointStore:
                     f"{spec.hash} of this spec). Use a new --out folder, or rerun the spec "
                     f"stored in {path} to resume it."
                 )
-        else:
-            if self.root.exists() and not self.root.is_dir():
-                raise SpecError(f"output {self.root} exists and is not a folder")
-            if self.root.is_dir():
-                others = [p.name for p in self.root.iterdir() if p.name != LOCK_FILE]
-                if others:
-                    raise SpecError(
-                        f"output folder {self.root} is not empty and holds no {SWEEP_FILE} "
-                        f"(found {', '.join(sorted(others)[:5])}); use a new or empty folder"
-                    )
+        elif self.root.exists() and not self.root.is_dir():
+            raise SpecError(f"output {self.root} exists and is not a folder")
+        elif self.root.is_dir():
+            others = [p.name for p in self.root.iterdir() if p.name != LOCK_FILE]
+            if others:
+                raise SpecError(
+                    f"output folder {self.root} is not empty and holds no {SWEEP_FILE} "
+                    f"(found {', '.join(sorted(others)[:5])}); use a new or empty folder"
+                )
 
     def initialise(self, spec: SweepSpec) -> None:
         """Bind the folder to ``spec``: write ``sweep.json`` if new, else check it describes
@@ -413,14 +404,9 @@ class PointStore:
 
     def statuses(self) -> dict[str, str]:
         """``{key: "done" | "failed"}`` for every committed point file (``*.tmp`` ignored)."""
-        out: dict[str, str] = {}
         if not self.points_dir.is_dir():
-            return out
-        for p in self.points_dir.iterdir():
-            if p.suffix != ".json" or p.name.startswith("."):
-                continue
-            record = self.load(p.stem)
-            if record is not None:
-                out[p.stem] = record["status"]
-        return out
+            return {}
+        keys = [p.stem for p in self.points_dir.iterdir()
+                if p.suffix == ".json" and not p.name.startswith(".")]
+        return {key: record["status"] for key in keys if (record := self.load(key)) is not None}
 

@@ -71,9 +71,7 @@ def _json_safe(obj: Any) -> Any:
     """Round-trip ``obj`` through JSON, turning numpy values, tensors and the like into text."""
 
     def default(o: Any) -> Any:
-        if isinstance(o, (np.generic, np.ndarray)):
-            return _scalar(o)
-        tolist = getattr(o, "tolist", None)
+        tolist = getattr(o, "tolist", None)  # numpy scalars and arrays, tensors
         if callable(tolist):
             return tolist()
         return repr(o)
@@ -128,10 +126,9 @@ def compute_point(experiment_ref: str, key: str, config: dict[str, Any], *,
     return record
 
 
-def error_record(exc: BaseException, tb: str | None = None) -> dict[str, str]:
+def error_record(exc: BaseException) -> dict[str, str]:
     """``{"type", "message", "traceback"}`` of an exception."""
-    if tb is None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
 
 
