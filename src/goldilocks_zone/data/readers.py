@@ -160,8 +160,7 @@ def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if data is None or labels is None:
         raise CorruptDatasetError(f"{where}: missing 'data' or 'labels' entry "
                                   f"(keys: {sorted(map(str, batch))})")
-    data = np.asarray(data)
-    labels = np.asarray(labels)
+    data, labels = np.asarray(data), np.asarray(labels)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR10_ROW:
         raise CorruptDatasetError(f"{where}: 'data' must be uint8 of shape (n, {CIFAR10_ROW}), "
                                   f"got {data.dtype} {data.shape}")
@@ -201,8 +200,7 @@ def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             raise CorruptDatasetError(f"{path}: cannot read the tar archive ({exc}); it is "
                                       f"truncated or damaged, download it again") from exc
     parts = [_parse_cifar_batch(raw, where) for raw, where in raws.values()]
-    data = np.concatenate([d for d, _ in parts])
-    labels = np.concatenate([lab for _, lab in parts])
+    data, labels = (np.concatenate(arrays) for arrays in zip(*parts))
     return data.reshape(-1, 3, 32, 32), labels
 
 

@@ -11,11 +11,10 @@ the weight scale) and *freezes* the softmax onto a corner of the simplex, like D
 energy model. ``label_margin`` :math:`m` shifts the true class's logit by :math:`m` standard
 deviations: :math:`m = 0` is the literal i.i.d. model, :math:`m > 0` a better-than-chance
 classifier whose accuracy does not depend on :math:`\sigma_z` (as for a homogeneous network
-rescaled by :math:`\alpha`). Why the default is :math:`m > 0`: with :math:`m = 0` nothing ties a
-sample's logits to its label, the class structure below then yields :math:`C(K-1)` outliers of
-equal expected size and the gradient spreads evenly over them (about 10/90 of its power in the
-top 10); the label-logit correlation of a trained network is what singles out ``C`` outliers
-that hold the gradient. The ``random-model`` experiment shows both.
+rescaled by :math:`\alpha`). With :math:`m = 0` the class structure below yields
+:math:`C(K-1)` outliers of equal expected size that share the gradient evenly (about 10/90 of
+its power in the top 10); the label-logit correlation of a trained network (default
+:math:`m > 0`) singles out the ``C`` outliers that hold it (``random-model`` experiment).
 
 **Logit gradients** (rows of the Jacobian :math:`J_\mu \in \mathbb R^{K\times D}`):
 
