@@ -328,11 +328,7 @@ def _load_cifar10(split: str, root, num_samples, seed, *, normalize: bool = True
         candidates += [folder / "cifar-10-batches-py", folder / "cifar-10-python.tar.gz",
                        folder]
     batch = "test_batch" if split == "test" else "data_batch_1"
-
-    def hit(p: Path) -> bool:
-        return p.is_file() or (p.is_dir() and (p / batch).is_file())
-
-    found = next((p for p in candidates if hit(p)), None)
+    found = next((p for p in candidates if p.is_file() or (p / batch).is_file()), None)
     if found is None and download:
         found = _torchvision_download("cifar10", "CIFAR10", root,
                                       train=split == "train") / "cifar-10-batches-py"

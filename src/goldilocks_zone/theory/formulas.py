@@ -239,10 +239,8 @@ def expected_g_curvature(sigma_c2: Tensor | float, sigma_e2: Tensor | float,
     :math:`\sigma_c\to0`, :math:`\Gamma_p` as :math:`\sigma_E\to0`. When both variances are 0
     (G vanishes) the value is 0, matching the convention for a zero matrix.
     """
-    sc2 = torch.as_tensor(sigma_c2, dtype=torch.float64)
-    se2 = torch.as_tensor(sigma_e2, dtype=torch.float64)
-    g = torch.as_tensor(gamma, dtype=torch.float64)
-    d = torch.as_tensor(dim, dtype=torch.float64)
+    sc2, se2, g, d = (torch.as_tensor(v, dtype=torch.float64)
+                      for v in (sigma_c2, sigma_e2, gamma, dim))
     if bool((sc2 < 0).any()) or bool((se2 < 0).any()):
         raise ValueError("variances sigma_c2 and sigma_e2 must be non-negative")
     if bool((g <= 0).any()):

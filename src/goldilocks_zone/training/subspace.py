@@ -326,10 +326,8 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
     if log["step"][-1] != taken:
         record(taken)
 
-    history = TrainingHistory(
-        step=np.asarray(log["step"], dtype=int),
-        **{k: np.asarray(v, dtype=float) for k, v in log.items() if k != "step"},
-    )
+    history = TrainingHistory(step=np.asarray(log["step"], dtype=int), **{
+        k: np.asarray(v, dtype=float) for k, v in log.items() if k != "step"})
     return SubspaceTrainingResult(
         kind=surface.kind, dim=surface.dim, coordinates=u.detach().clone(),
         parameters=surface.point(u.detach()).detach(),
