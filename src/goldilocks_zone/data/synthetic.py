@@ -65,9 +65,8 @@ def rings(n: int, rng: np.random.Generator, *, num_classes: int = 3,
         raise ValueError(f"radii must have {num_classes} entries, got {list(r)}")
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
-    labels = np.repeat(np.arange(num_classes), rounded_counts(n, np.full(num_classes,
-                                                                         1 / num_classes)))
-    labels = rng.permutation(labels)
+    uniform = np.full(num_classes, 1 / num_classes)
+    labels = rng.permutation(np.repeat(np.arange(num_classes), rounded_counts(n, uniform)))
     angle = rng.uniform(0.0, 2 * np.pi, size=n)
     radius = r[labels] + noise * rng.standard_normal(n)
     points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)

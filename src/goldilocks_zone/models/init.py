@@ -68,10 +68,8 @@ def initialise(model: nn.Module, scheme: str, generator: torch.Generator) -> nn.
     Called by :func:`goldilocks_zone.models.create` on a freshly built model, never on a user's
     model. Parameters are visited in ``model.named_parameters()`` order, so a seed fixes the
     whole model. Raises for parameters it does not know how to fill (so nothing is left as
-    uninitialised memory).
+    uninitialised memory); an unknown ``scheme`` raises in :func:`weight_std`.
     """
-    if scheme not in INIT_SCHEMES:
-        raise ValueError(f"unknown init {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     for module_name, module in model.named_modules():
         for pname, param in module.named_parameters(recurse=False):
             if pname == "weight" and param.dim() >= 2:

@@ -83,10 +83,9 @@ def create(name: str, in_shape: tuple[int, ...] | int, num_classes: int, *,
             (registry models only; with a factory only the defaults are accepted, likewise
             for ``bias`` and ``init``).
         bias: give weight layers biases (initialised to zero; default False, as in P1's
-            models). Registry models only.
+            models).
         init: ``kaiming`` (default; N(0, 2/fan_in), P1), ``xavier`` (N(0, 2/(fan_in+fan_out)),
-            P3), ``kaiming-uniform`` or ``xavier-uniform`` (same variances). Registry models
-            only.
+            P3), ``kaiming-uniform`` or ``xavier-uniform`` (same variances).
         seed: fixes the initial weights. Registry models draw from a private generator; a
             factory is called under ``torch.manual_seed(seed)`` inside
             :func:`torch.random.fork_rng`, so the same seed gives the same factory model and
@@ -167,10 +166,9 @@ def _from_factory(spec: str, in_shape, num_classes: int, *, seed: int | None,
     except (TypeError, ValueError):
         params = {}
     call_kwargs = dict(kwargs)
-    if "in_shape" in params:
-        call_kwargs["in_shape"] = _normalise_shape(in_shape)
-    elif "input_shape" in params:
-        call_kwargs["input_shape"] = _normalise_shape(in_shape)
+    shape_name = next((n for n in ("in_shape", "input_shape") if n in params), None)
+    if shape_name is not None:
+        call_kwargs[shape_name] = _normalise_shape(in_shape)
     if "num_classes" in params:
         call_kwargs["num_classes"] = int(num_classes)
     if seed is None:

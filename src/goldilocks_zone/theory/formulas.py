@@ -23,20 +23,15 @@ Notation (SCIENCE.md §1, §5): ``S`` samples, ``K`` classes, subspace dimension
   with limits :math:`\sqrt d` (:math:`\sigma_c \to 0`) and :math:`\Gamma_p`
   (:math:`\sigma_E \to 0`). We use the *subspace* dimension ``d`` (the matrix whose curvature
   is measured is ``d x d``); the authors' notebook passes the full parameter count.
-  *At saturation* (every softmax output one-hot to floating-point precision, :math:`\bar M
-  \to 0`) the prediction is Eq. 9's limit along outputs becoming confident, i.e. Eq. 9 with
-  :math:`\Gamma_p = 1` (:func:`gamma_p` returns 1 for :math:`\bar M = 0`); :math:`\kappa` is
-  scale-free, so a vanishing :math:`\mathbb{E}\,G` does not change it. Experiments mark the
-  rows where :math:`\bar M` underflows to exactly 0 ``saturated`` (:func:`is_saturated`): the
-  measured :math:`G` is then the zero matrix (its :math:`\kappa` reads 0), not a value
-  comparable with Eq. 9, and such rows are left out of comparisons. A tiny but non-zero
-  :math:`G` (entries down to ~1e-300) is measured like any other: κ is scale-free and
-  :func:`goldilocks_zone.curvature.spectrum_stats` rescales before it takes norms.
-* Estimator conventions: :math:`\sigma_c^2` and :math:`\sigma_E^2` are plain variances with
-  divisor :math:`n - \text{ddof}` (``n = Kd`` entries of ``C``, ``n = SKd`` residual entries).
-  The package's default is ``ddof=0`` (divisor ``n``, the maximum-likelihood estimate); the
-  authors' notebook uses ``torch.std``'s default, divisor ``n - 1`` (``ddof=1``). The two differ
-  by a factor :math:`n/(n-1)` (1.007 for ``K = 3``, ``d = 50``).
+  *At saturation* (every output one-hot to floating-point precision, :math:`\bar M = 0`) the
+  prediction is Eq. 9 with :math:`\Gamma_p = 1`, its limit along outputs becoming confident
+  (:func:`gamma_p`). The measured :math:`G` is then the zero matrix (:math:`\kappa` reads 0):
+  experiments mark such rows ``saturated`` (:func:`is_saturated`) and leave them out of
+  comparisons. A tiny but non-zero :math:`G` is measured like any other (κ is scale-free).
+* Estimator conventions (:func:`fit_random_model`): variances with divisor
+  :math:`n - \text{ddof}` (``n = Kd`` entries of ``C``, ``n = SKd`` residual entries);
+  ``ddof=0`` (default, maximum likelihood) or ``ddof=1`` (the authors' ``torch.std``), a factor
+  :math:`n/(n-1)` apart (1.007 for ``K = 3``, ``d = 50``).
 * Vanishing gradient (P1 Eq. 10): :math:`R^\top\nabla L \approx C^\top(\bar p - q)` plus noise
   of order :math:`\sigma_E\sqrt{d/S}`, so :math:`\|R^\top\nabla L\|` grows linearly in
   :math:`\|q - \bar p\|_2` with slope :math:`\sqrt d\,\sigma_c` (for a random ``C`` with i.i.d.
@@ -223,9 +218,8 @@ def fit_random_model(jacobians: Tensor, *, debias: bool = False,
                          f"{num_classes * dim}")
     logit_mean = jacobians.mean(dim=0)
     sigma_c2 = float(logit_mean.var(correction=ddof))
-    residual2 = (jacobians - logit_mean).pow(2).sum()
-    sigma_e2 = float(residual2 / (jacobians.numel() - ddof)) if jacobians.numel() > ddof \
-        else 0.0
+    # S >= 1 and K*d > ddof, so the divisor S*K*d - ddof is positive
+    sigma_e2 = float((jacobians - logit_mean).pow(2).sum() / (jacobians.numel() - ddof))
     if debias:
         sigma_c2 = max(sigma_c2 - sigma_e2 / num_samples, 0.0)
     return RandomModelFit(logit_mean=logit_mean, sigma_c2=sigma_c2, sigma_e2=sigma_e2,
@@ -245,10 +239,8 @@ def expected_g_curvature(sigma_c2: Tensor | float, sigma_e2: Tensor | float,
     :math:`\sigma_c\to0`, :math:`\Gamma_p` as :math:`\sigma_E\to0`. When both variances are 0
     (G vanishes) the value is 0, matching the convention for a zero matrix.
     """
-    sc2 = torch.as_tensor(sigma_c2, dtype=torch.float64)
-    se2 = torch.as_tensor(sigma_e2, dtype=torch.float64)
-    g = torch.as_tensor(gamma, dtype=torch.float64)
-    d = torch.as_tensor(dim, dtype=torch.float64)
+    sc2, se2, g, d = (torch.as_tensor(v, dtype=torch.float64)
+                      for v in (sigma_c2, sigma_e2, gamma, dim))
     if bool((sc2 < 0).any()) or bool((se2 < 0).any()):
         raise ValueError("variances sigma_c2 and sigma_e2 must be non-negative")
     if bool((g <= 0).any()):
@@ -270,18 +262,12 @@ def gauss_newton_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     projected Jacobians ``(S, K, d)`` (already divided by the temperature, so the
     :math:`1/T^2` is included) and softmax outputs ``probs`` ``(S, K)``; returns ``(d, d)``.
 
-    Computed by the curvature engine's
-    :func:`goldilocks_zone.curvature.subspace.gauss_newton_product`, a weighted covariance of
-    the logit gradients :math:`j_k` (rows of :math:`J_sR`):
+    Computed by the engine's :func:`goldilocks_zone.curvature.subspace.gauss_newton_product`
+    as a weighted covariance of the logit gradients :math:`j_k` (rows of :math:`J_sR`),
     :math:`J^\top M J = \sum_k p_k (j_k - \bar j)(j_k - \bar j)^\top` with
-    :math:`\bar j = \sum_k p_k j_k`. Each term is PSD, and for confident outputs
-    (:math:`p_t \to 1`) the tiny true value is not swamped by the round-off of
-    :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`, whose two terms nearly
-    cancel. No ``K x K`` matrices are formed. The result is symmetrised,
-    :math:`\frac12(G_R + G_R^\top)`, so that it is exactly symmetric (the product alone is
-    symmetric only to round-off).
-
-    This is the package's one implementation of the formula; P2's random model
+    :math:`\bar j = \sum_k p_k j_k`: PSD term by term and, for confident outputs, free of the
+    cancellation in :math:`\sum_k p_k j_kj_k^\top - (J^\top p)(J^\top p)^\top`. The result is
+    symmetrised, :math:`\frac12(G_R + G_R^\top)`, so it is exactly symmetric. P2's random model
     (:func:`goldilocks_zone.theory.random_model.g_term_from_jacobians`) calls it.
     """
     if jacobians.ndim != 3 or probs.shape != jacobians.shape[:2]:
@@ -329,12 +315,10 @@ def authors_gradient_slope(sigma_c2: float, dim: int) -> float:
 
 def is_saturated(probs: Tensor) -> bool:
     r"""Whether the softmax is saturated in floating point: :math:`\operatorname{Tr}\bar M = 0`,
-    i.e. every output is one-hot to the dtype's precision and the softmax covariance
-    :math:`\bar M` underflows to the zero matrix. The G-term
-    :math:`\frac1S\sum_s (J_sR)^\top M_s (J_sR)` is then exactly 0 and its measured
-    :math:`\kappa(G) = 0` is a round-off artefact, not a value comparable with Eq. 9. Outputs
-    that are merely very confident (:math:`\bar M` tiny but non-zero) are not saturated: their
-    G-term is tiny but representable and its :math:`\kappa` is measured scale-free.
+    i.e. every output is one-hot to the dtype's precision and :math:`\bar M` underflows to the
+    zero matrix. The G-term is then exactly 0 and its measured :math:`\kappa(G) = 0` is not
+    comparable with Eq. 9. Merely very confident outputs (:math:`\bar M` tiny but non-zero) are
+    not saturated.
 
     ``probs``: ``(S, K)`` softmax outputs.
     """

@@ -11,11 +11,10 @@ the weight scale) and *freezes* the softmax onto a corner of the simplex, like D
 energy model. ``label_margin`` :math:`m` shifts the true class's logit by :math:`m` standard
 deviations: :math:`m = 0` is the literal i.i.d. model, :math:`m > 0` a better-than-chance
 classifier whose accuracy does not depend on :math:`\sigma_z` (as for a homogeneous network
-rescaled by :math:`\alpha`). Why the default is :math:`m > 0`: with :math:`m = 0` nothing ties a
-sample's logits to its label, the class structure below then yields :math:`C(K-1)` outliers of
-equal expected size and the gradient spreads evenly over them (about 10/90 of its power in the
-top 10); the label-logit correlation of a trained network is what singles out ``C`` outliers
-that hold the gradient. The ``random-model`` experiment shows both.
+rescaled by :math:`\alpha`). With :math:`m = 0` the class structure below yields
+:math:`C(K-1)` outliers of equal expected size that share the gradient evenly (about 10/90 of
+its power in the top 10); the label-logit correlation of a trained network (default
+:math:`m > 0`) singles out the ``C`` outliers that hold it (``random-model`` experiment).
 
 **Logit gradients** (rows of the Jacobian :math:`J_\mu \in \mathbb R^{K\times D}`):
 
@@ -169,8 +168,7 @@ class RandomModelDraw:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        n, k, d = self.noise.shape
-        return n, k, d
+        return tuple(self.noise.shape)
 
 
 def _streams(seed: int) -> list[int]:
@@ -260,11 +258,8 @@ def g_term_from_jacobians(jacobians: Tensor, probs: Tensor) -> Tensor:
     r""":math:`G = \frac1N\sum_\mu J_\mu^\top(\mathrm{diag}\,p_\mu - p_\mu p_\mu^\top)J_\mu`
     for ``jacobians`` (N, K, D) and ``probs`` (N, K); returns (D, D), exactly symmetric.
 
-    P2's name for P1's projected G-term: the same function as
-    :func:`goldilocks_zone.theory.formulas.gauss_newton_from_jacobians` (bitwise), which forms
-    it as a weighted covariance of the logit gradients, PSD by construction and free of the
-    cancellation that :math:`X^\top \mathrm{diag}(p) X - V^\top V` suffers when the softmax
-    saturates."""
+    P2's name for P1's projected G-term: bitwise the same function as
+    :func:`goldilocks_zone.theory.formulas.gauss_newton_from_jacobians`."""
     return gauss_newton_from_jacobians(jacobians, probs)
 
 
@@ -587,11 +582,9 @@ class CosineAccumulator:
         slsc = float((sq - n).sum())
         sl = float((t.pow(2).sum(-1) - sq.sum(1)).sum())
         tt = t @ t.T
-        dl_all = float(tt.sum() - tt.diagonal().sum())
-        dl = dl_all - self.self_cross
+        dl = float(tt.sum() - tt.diagonal().sum()) - self.self_cross
         # pairs (k, mu), (l, nu) with k != l, mu != nu, both rows non-zero
-        nk = tot_n
-        pairs_dl = float(nk.sum() ** 2 - nk.pow(2).sum()) - self.same_sample_pairs
+        pairs_dl = float(tot_n.sum() ** 2 - tot_n.pow(2).sum()) - self.same_sample_pairs
         return LogitGradientCosines(
             same_logit_same_class=slsc / pairs_slsc if pairs_slsc > 0 else math.nan,
             same_logit=sl / pairs_sl if pairs_sl > 0 else math.nan,
@@ -610,8 +603,8 @@ def logit_gradient_cosines(jacobians: Tensor, labels: Tensor, num_classes: int |
 
 def clustering_theory(params: RandomModelParams) -> dict[str, float]:
     """Large-D mean cosines of the random model: ``q_slsc``, ``q_sl``, ``q_dl``."""
-    total = params.sigma_shared ** 2 + params.sigma_c ** 2 + params.sigma_e ** 2
+    shared, means = params.sigma_shared ** 2, params.sigma_c ** 2
+    total = shared + means + params.sigma_e ** 2
     if total == 0:
         return {"q_slsc": math.nan, "q_sl": math.nan, "q_dl": math.nan}
-    return {"q_slsc": (params.sigma_shared ** 2 + params.sigma_c ** 2) / total,
-            "q_sl": params.sigma_shared ** 2 / total, "q_dl": 0.0}
+    return {"q_slsc": (shared + means) / total, "q_sl": shared / total, "q_dl": 0.0}

@@ -10,13 +10,9 @@ chunks of ``batch_size`` samples (memory does not grow with ``S``):
    \nabla L(\theta) = \frac{1}{S T}\sum_s J_s^\top (p_s - y_s), \qquad
    \theta_{t+1} = \theta_t - \eta\,\nabla L(\theta_t).
 
-:func:`evaluate` returns the loss, accuracy, mean softmax output, fraction of logits that are
-exactly zero and (optionally) the flat gradient at one parameter point;
-:func:`gradient_descent` runs the loop and logs, every ``log_every`` steps, the quantities P1
-§5 tracks (train/test loss and accuracy, :math:`\|\nabla L\|`, :math:`\|\theta\|`,
-:math:`\cos(\theta, \nabla L)`, :math:`\cos(\theta, \theta_0)`, zero-logit fraction and the
-sharpness, i.e. the top Hessian eigenvalue by Lanczos). A run whose loss, gradient or
-parameters become non-finite stops and is reported with ``diverged=True``; it never raises.
+:func:`evaluate` measures one parameter point; :func:`gradient_descent` runs the loop and
+logs the quantities P1 §5 tracks. A run whose loss, gradient or parameters become non-finite
+stops and is reported with ``diverged=True``; it never raises.
 """
 
 from __future__ import annotations
@@ -70,10 +66,8 @@ class FullBatchEvaluation:
 
     @property
     def finite(self) -> bool:
-        ok = math.isfinite(self.loss)
-        if self.gradient is not None:
-            ok = ok and bool(torch.isfinite(self.gradient).all())
-        return ok
+        return math.isfinite(self.loss) and (self.gradient is None
+                                             or bool(torch.isfinite(self.gradient).all()))
 
 
 def initial_params(model: nn.Module, *, scale: float = 1.0, dtype: torch.dtype | None = None
@@ -82,11 +76,8 @@ def initial_params(model: nn.Module, *, scale: float = 1.0, dtype: torch.dtype |
     s = float(scale)
     if not math.isfinite(s):
         raise ValueError(f"scale must be finite, got {scale!r}")
-    out = {}
-    for name, p in model_params(model).items():
-        q = p.to(dtype) if dtype is not None else p
-        out[name] = (q * s).clone()
-    return out
+    return {name: (p if dtype is None else p.to(dtype)) * s
+            for name, p in model_params(model).items()}
 
 
 def evaluate(model: nn.Module, params: Params, data: Batch | Iterable[Batch], *,
@@ -154,9 +145,7 @@ def _sharpness(model: nn.Module, data: Batch, params: Params, *, batch_size: int
     except (RuntimeError, ValueError, torch.linalg.LinAlgError):
         return math.nan, math.nan
     value, residual = float(pairs.eigenvalues[0]), float(pairs.residuals[0])
-    if not math.isfinite(value):
-        return math.nan, math.nan
-    return value, residual
+    return (value, residual) if math.isfinite(value) else (math.nan, math.nan)
 
 
 def gradient_descent(model: nn.Module, train: Batch, *, lr: float, steps: int,
@@ -200,9 +189,7 @@ def gradient_descent(model: nn.Module, train: Batch, *, lr: float, steps: int,
 
     theta0 = theta_flat.clone()
     norm0 = float(theta0.to(torch.float64).norm())
-    sharp_data = train
-    if sharpness_samples is not None:
-        sharp_data = take_samples(train, sharpness_samples)
+    sharp_data = train if sharpness_samples is None else take_samples(train, sharpness_samples)
     run = TrainingRun()
     log_index = 0
     for step in range(steps + 1):

@@ -18,10 +18,8 @@ space (``R = I``, ``u ∈ R^D``): the unconstrained reference.
 Everything is functional: the model is never modified. A :class:`ParameterLayout` maps a
 flattened parameter vector (order of ``torch.nn.utils.parameters_to_vector(model.parameters())``)
 to the ``dict[str, Tensor]`` that the engine's ``FunctionalModel`` evaluates (eval mode,
-buffers copied: BatchNorm statistics never change). Only ``u`` is
-optimised (Adam or SGD with momentum, full-batch or minibatch); the loss is the mean
-cross-entropy over the samples of a batch, and evaluation sums per-sample losses over chunks and
-divides by the number of samples.
+buffers copied: BatchNorm statistics never change). Only ``u`` is optimised
+(:func:`train_on_surface`).
 """
 
 from __future__ import annotations
@@ -274,21 +272,17 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
         raise ValueError(f"surface lives in R^{surface.anchor.numel()} but the model has "
                          f"{layout.num_params} parameters")
     dtype, device = inputs.dtype, inputs.device
-    surface = Surface(
-        anchor=surface.anchor.detach().to(dtype=dtype, device=device),
-        basis=None if surface.basis is None else surface.basis.detach().to(dtype=dtype,
-                                                                           device=device),
-        radius=surface.radius,
-    )
+    like = {"dtype": dtype, "device": device}
+    surface = Surface(surface.anchor.detach().to(**like),
+                      None if surface.basis is None else surface.basis.detach().to(**like),
+                      surface.radius)
     eval_every = max(1, steps // 20) if eval_every is None else eval_every
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
 
     u = torch.zeros(surface.dim, dtype=dtype, device=device, requires_grad=True)
-    if optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam([u], lr=lr)
-    else:
-        opt = torch.optim.SGD([u], lr=lr, momentum=momentum)
+    opt = (torch.optim.Adam([u], lr=lr) if optimizer == "adam"
+           else torch.optim.SGD([u], lr=lr, momentum=momentum))
     full_batch = batch_size is None or batch_size >= inputs.shape[0]
     batches = epoch_batches(inputs.shape[0], None if full_batch else batch_size,
                             torch_generator(0 if seed is None else int(seed)))
@@ -296,18 +290,14 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
     log: dict[str, list[float]] = {k: [] for k in ("step", "train_loss", "train_accuracy",
                                                    "eval_loss", "eval_accuracy", "radius")}
 
-    def record(step: int) -> tuple[float, float, float, float]:
+    def record(step: int) -> None:
         theta = surface.point(u.detach())
         tr_loss, tr_acc = evaluate(model, theta, data, layout=layout, batch_size=eval_batch_size)
-        if eval_data is not None:
-            ev_loss, ev_acc = evaluate(model, theta, eval_data, layout=layout,
-                                       batch_size=eval_batch_size)
-        else:
-            ev_loss, ev_acc = float("nan"), float("nan")
+        ev_loss, ev_acc = (math.nan, math.nan) if eval_data is None else evaluate(
+            model, theta, eval_data, layout=layout, batch_size=eval_batch_size)
         for key, value in zip(log, (step, tr_loss, tr_acc, ev_loss, ev_acc,
                                     float(theta.norm()))):
             log[key].append(value)
-        return tr_loss, tr_acc, ev_loss, ev_acc
 
     record(0)
     finite, taken = True, 0
@@ -336,10 +326,8 @@ def train_on_surface(model: nn.Module, data: tuple[Tensor, Tensor], surface: Sur
     if log["step"][-1] != taken:
         record(taken)
 
-    history = TrainingHistory(
-        step=np.asarray(log["step"], dtype=int),
-        **{k: np.asarray(v, dtype=float) for k, v in log.items() if k != "step"},
-    )
+    history = TrainingHistory(step=np.asarray(log["step"], dtype=int), **{
+        k: np.asarray(v, dtype=float) for k, v in log.items() if k != "step"})
     return SubspaceTrainingResult(
         kind=surface.kind, dim=surface.dim, coordinates=u.detach().clone(),
         parameters=surface.point(u.detach()).detach(),
