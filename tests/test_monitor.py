@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,8 +294,18 @@ def test_tensorboard_event_file(tmp_path):
     assert events[0].value == pytest.approx(monitor.records[0]["positive_curvature"], rel=1e-6)
 
 
-def test_table_save_and_goldilocks_plot(tmp_path):
+def test_table_save_and_goldilocks_plot(tmp_path, monkeypatch):
+    from goldilocks_zone import files
     from goldilocks_zone.sweep.runner import load_results, replot
+
+    written = []
+    real = files.atomic_write_bytes
+
+    def spy(path, data):
+        written.append(Path(path).name)
+        real(path, data)
+
+    monkeypatch.setattr(files, "atomic_write_bytes", spy)
 
     model = _net()
     data = _data()
@@ -306,6 +317,9 @@ def test_table_save_and_goldilocks_plot(tmp_path):
             "h_term_spectral_norm", "eigenvalue_4", "num_outliers", "mean_entropy",
             "gradient_top_k_fraction"} <= set(table.columns)
     monitor.save(tmp_path)
+    # every file through the one atomic writer, no temporary file left behind
+    assert sorted(written) == ["manifest.json", "results.csv", "results.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
     saved, manifest = load_results(tmp_path)
     assert manifest["experiment"] == "training-geometry"
     assert np.allclose(saved["positive_curvature"], table["positive_curvature"])

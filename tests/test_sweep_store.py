@@ -331,22 +331,22 @@ def test_concurrent_collects_during_a_sweep_never_fail_or_expose_a_partial_file(
 
 def test_run_and_sweep_write_every_file_through_the_one_atomic_writer(tmp_path, monkeypatch):
     """`goldilocks run` (run_experiment), replot and a sweep with its collect: every file in
-    their folders is written by store.atomic_write_bytes, and the run folder keeps its
+    their folders is written by files.atomic_write_bytes, and the run folder keeps its
     layout (results.csv/parquet, manifest.json, figures/)."""
     import sweep_toys
 
+    from goldilocks_zone import files
     from goldilocks_zone.experiments._shared import base
-    from goldilocks_zone.sweep import store
     from goldilocks_zone.sweep.runner import load_results, replot, run_experiment
 
     written: list[Path] = []
-    real = store.atomic_write_bytes
+    real = files.atomic_write_bytes
 
     def spy(path, data):
         written.append(Path(path))
         real(path, data)
 
-    monkeypatch.setattr(store, "atomic_write_bytes", spy)
+    monkeypatch.setattr(files, "atomic_write_bytes", spy)
     monkeypatch.setitem(base._REGISTRY, "toy", sweep_toys.TOY)
 
     run_dir = tmp_path / "run"

@@ -213,8 +213,9 @@ def main(argv: list[str]) -> int:
 def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
                   started: float) -> list[Path]:
     from goldilocks_zone.diagnosis.folder import write_run_folder
+    from goldilocks_zone.files import atomic_write_text
     from goldilocks_zone.sweep.runner import run_provenance
-    from goldilocks_zone.sweep.store import atomic_write_text, write_results
+    from goldilocks_zone.sweep.store import write_results
 
     config = {k: v for k, v in vars(args).items() if k not in ("out", "json", "no_progress")}
     manifest = {

@@ -52,6 +52,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from goldilocks_zone import files
 from goldilocks_zone.curvature import (
     hessian_vector_product,
     lanczos,
@@ -403,7 +404,9 @@ class CurvatureMonitor:
                 "lanczos_tol": self.lanczos_tol, "model": type(self.model).__name__}
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``results.csv``, ``results.parquet`` and ``manifest.json`` to ``out_dir``.
+        """Write ``results.csv``, ``results.parquet`` and ``manifest.json`` to ``out_dir``, each
+        through the package's atomic writer (:mod:`goldilocks_zone.files`): a reader never
+        sees a half-written file.
 
         The manifest names the ``training-geometry`` experiment, so ``goldilocks plot
         out_dir`` draws the monitored curves with that experiment's figure."""
@@ -411,11 +414,11 @@ class CurvatureMonitor:
         out.mkdir(parents=True, exist_ok=True)
         table = self.table()
         paths = [out / "results.csv", out / "results.parquet", out / "manifest.json"]
-        table.to_csv(paths[0], index=False)
-        table.to_parquet(paths[1], index=False)
+        files.atomic_write_text(paths[0], table.to_csv(index=False))
+        files.atomic_write_bytes(paths[1], table.to_parquet(index=False))
         # The figure is training-geometry's, drawn from the table alone (its config at the
         # defaults); what the monitor measured with is kept beside it.
         manifest = {"experiment": "training-geometry", "source": "CurvatureMonitor",
                     "config": {}, "monitor": self.config()}
-        paths[2].write_text(json.dumps(manifest, indent=2, default=str))
+        files.atomic_write_text(paths[2], json.dumps(manifest, indent=2, default=str))
         return paths

@@ -12,7 +12,8 @@ A sweep folder adds, written only by the driver process while it holds the lock:
     DIR/points/<key>.json       one record per finished point (status done or failed)
     DIR/.lock                   held (flock) by the driver while a sweep runs
 
-Every file is committed by :func:`atomic_write_bytes` (the only writer in the package), so
+Every file is committed by :func:`goldilocks_zone.files.atomic_write_bytes` (the only writer
+in the package), so
 concurrent readers and writers only ever see the complete old or the complete new file; a crash
 leaves at most an orphan ``.<name>.<random>.tmp`` that is never read and is removed by a later
 sweep (:meth:`PointStore.remove_orphans`). Guarantees in full: docs/sweeps.md.
@@ -38,13 +39,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from goldilocks_zone import files
+from goldilocks_zone.files import TMP_SUFFIX, StoreWriteError, atomic_write_text
 from goldilocks_zone.sweep.spec import SpecError, SweepSpec, canonical_json
 from goldilocks_zone.sweep.worker import DONE, FAILED
 
 SWEEP_FILE = "sweep.json"
 POINTS_DIR = "points"
 LOCK_FILE = ".lock"
-TMP_SUFFIX = ".tmp"
 FORMAT_VERSION = 1
 RESULTS_CSV = "results.csv"
 RESULTS_PARQUET = "results.parquet"
@@ -55,76 +57,8 @@ CHECKSUM = "checksum"
 STALE_SECONDS = 3600.0
 
 
-class StoreWriteError(OSError):
-    """A file of a results folder could not be written (disk full, quota, permissions, ...).
-
-    ``path`` is the file, ``cause`` the original :class:`OSError`; nothing partial was left."""
-
-    def __init__(self, path: str | Path, cause: OSError):
-        super().__init__(cause.errno, cause.strerror or str(cause))
-        self.path = Path(path)
-        self.cause = cause
-
-    def __str__(self) -> str:
-        return f"cannot write {self.path}: {self.cause.strerror or self.cause}"
-
-
 class CorruptPointWarning(UserWarning):
     """A committed point file does not parse or fails its checksum; it is treated as missing."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _file_mode() -> int:
-    """The mode an ordinary ``open(path, "w")`` would give (mkstemp's files are 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()  # read once: os.umask is process-wide, not thread-safe
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a
-    mixture, whatever other writers do at the same time: a uniquely named temp file in the
-    same folder, fsync, :func:`os.replace`, fsync of the folder. Raises
-    :class:`StoreWriteError` (no temp file left) if any step fails."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise StoreWriteError(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), _FILE_MODE)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise StoreWriteError(path, exc) from exc
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of ``text`` encoded as UTF-8."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _dumps(obj: Any) -> str:
@@ -167,7 +101,7 @@ def write_table(table: Any, out_dir: Path) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(out_dir / RESULTS_PARQUET)
         return [f"{RESULTS_PARQUET} not written: {type(exc).__name__}: {exc}"]
-    atomic_write_bytes(out_dir / RESULTS_PARQUET, data)
+    files.atomic_write_bytes(out_dir / RESULTS_PARQUET, data)
     return []
 
 
@@ -191,7 +125,7 @@ def write_figures(out_dir: Path, draw: Draw) -> tuple[list[Path], list[str]]:
         for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
             target = final / src.relative_to(tmp)
             make_dir(target.parent)
-            atomic_write_bytes(target, src.read_bytes())
+            files.atomic_write_bytes(target, src.read_bytes())
         published = [final / Path(p).relative_to(tmp) if Path(p).is_relative_to(tmp)
                      else Path(p) for p in drawn]
     finally:
