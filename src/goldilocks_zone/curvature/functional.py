@@ -46,19 +46,9 @@ Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 #: and the forward-mode G-term likewise fastest at 125-250.
 DEFAULT_BATCH_SIZE = 256
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "FunctionalModel",
-    "Inputs",
-    "Params",
-    "UnsupportedModelError",
-    "check_train_mode",
-    "flatten",
-    "flatten_rows",
-    "model_params",
-    "num_params",
-    "unflatten",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "FunctionalModel", "Inputs", "Params", "UnsupportedModelError",
+           "check_train_mode", "flatten", "flatten_rows", "model_params", "num_params",
+           "unflatten"]
 
 
 class UnsupportedModelError(TypeError):
@@ -124,10 +114,6 @@ def check_train_mode(model: nn.Module) -> None:
             "train_mode=True is not well defined for models with dropout (random masks make "
             f"the Hessian random): {', '.join(bad)}. Use train_mode=False (eval mode)."
         )
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @contextlib.contextmanager
