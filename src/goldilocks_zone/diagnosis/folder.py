@@ -87,8 +87,7 @@ def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any], *,
 
 def redraw(out: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
     """Redraw the figure of a diagnosis folder from its table and summary, into ``fig_dir``
-    (default ``out/figures``; the command line draws into a private folder and publishes
-    the files with the run layer's atomic writer)."""
+    (default ``out/figures``)."""
     out = Path(out)
     summary_path = out / SUMMARY
     if not summary_path.exists():

@@ -211,8 +211,7 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     probe_start = time.perf_counter()
     tiny = basis_for(dim if dim is not None else MIN_DIM)
     timed(min(2, available), tiny)  # warm-up: one-off costs of the first call
-    # How heavy is the model? A second tiny pass; a large network (ResNet-18-sized on CPU)
-    # gets a probe of its own size and a lower floor of samples, so that it still finishes.
+    # a second tiny pass: is the model heavy?
     heavy = (timed(min(2, available), tiny) / (tiny.shape[1] * min(2, available))
              > HEAVY_SECONDS_PER_DIRECTION_SAMPLE)
     probe_d = dim if dim is not None else (MIN_DIM if heavy else DEFAULT_DIM)
