@@ -87,17 +87,11 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     if vector.shape[0] != total:
         raise ValueError(f"expected {total} entries (one per parameter), got "
                          f"{vector.shape[0]}")
-    out: Params = {}
-    offset = 0
-    for name, p in like.items():
-        n = p.numel()
-        block = vector[offset:offset + n]
-        if vector.ndim == 1:
-            out[name] = block.reshape(p.shape)
-        else:
-            out[name] = block.T.reshape(vector.shape[1], *p.shape)
-        offset += n
-    return out
+    blocks = vector.split([p.numel() for p in like.values()])
+    if vector.ndim == 1:
+        return {name: b.reshape(p.shape) for (name, p), b in zip(like.items(), blocks)}
+    return {name: b.T.reshape(vector.shape[1], *p.shape)
+            for (name, p), b in zip(like.items(), blocks)}
 
 
 #: The dropout layers: random in train mode, the identity in eval mode.

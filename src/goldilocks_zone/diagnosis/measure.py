@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.curvature import random_basis, spectrum_stats, subspace_curvature
-from goldilocks_zone.curvature.batches import map_inputs
+from goldilocks_zone.curvature.batches import chunks, map_inputs
+from goldilocks_zone.curvature.functional import FunctionalModel
 
 __all__ = ["Budget", "DEFAULT_GRIDS", "QUICK_GRIDS", "choose_budget", "embedded_bases",
            "measure_axis", "running_interval", "top_class_probability"]
@@ -157,9 +158,6 @@ def top_class_probability(model: nn.Module, pair: tuple[Tensor, Tensor], *,
                           train_mode: bool = False, batch_size: int | None = None) -> float:
     """Mean over samples of the largest softmax probability at the current parameters (1/K:
     uniform outputs; near 1: saturated softmax). The model is evaluated functionally."""
-    from goldilocks_zone.curvature.batches import chunks
-    from goldilocks_zone.curvature.functional import FunctionalModel
-
     fm = FunctionalModel(model, train_mode=train_mode, trainable_only=False)
     total, count = 0.0, 0
     with fm.mode(), torch.no_grad():
