@@ -207,12 +207,6 @@ def _probe(fm: FunctionalModel, x: Inputs, forward_mode: bool) -> int:
     return int(z.shape[1])
 
 
-def _check_range(y: Tensor, k: int) -> None:
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-        raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
-                         f"values in [{int(y.min())}, {int(y.max())}]")
-
-
 # ----------------------------------------------------------------------------- the data pass
 
 
@@ -254,7 +248,9 @@ def chunks(data: Any, fm: FunctionalModel, batch_size: int | None = None, *,
                              "(train mode never re-chunks them) or train_mode=False")
         if k is None:
             k = _probe(fm, x, forward_mode)
-        _check_range(y, k)
+        if int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
+                             f"values in [{int(y.min())}, {int(y.max())}]")
         step = n if fm.train_mode else size
         for start in range(0, n, step):
             sl = slice(start, start + step)
