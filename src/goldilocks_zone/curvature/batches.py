@@ -42,10 +42,12 @@ from goldilocks_zone.curvature.functional import (
 LABEL_KEY = "labels"
 
 Batch = tuple[Inputs, Tensor]
+#: What ``data`` may be (the start of the TypeError for anything else).
+_FORMATS = (f"data must be a tuple (inputs, targets) of tensors, a dict batch with {LABEL_KEY!r}"
+            ", a Dataset, or an iterable of such tuples/dicts; got")
 
 __all__ = ["LABEL_KEY", "BatchStatistics", "chunks", "count_samples", "map_inputs",
-           "num_samples_of",
-           "take_samples"]
+           "num_samples_of", "take_samples"]
 
 
 # ----------------------------------------------------------------------------- formats
@@ -60,13 +62,10 @@ def _tensors(inputs: Inputs) -> list[Tensor]:
 
 
 def _is_inputs(obj: Any) -> bool:
-    if isinstance(obj, Tensor):
-        return True
-    if isinstance(obj, Mapping):
-        return bool(obj) and all(isinstance(t, Tensor) for t in obj.values())
-    if isinstance(obj, (tuple, list)):
-        return bool(obj) and all(isinstance(t, Tensor) for t in obj)
-    return False
+    if not isinstance(obj, (Tensor, Mapping, tuple, list)):
+        return False
+    parts = _tensors(obj)
+    return bool(parts) and all(isinstance(t, Tensor) for t in parts)
 
 
 def _is_pair(obj: Any) -> bool:
@@ -92,9 +91,7 @@ def _split(batch: Any) -> Batch:
     if isinstance(batch, Mapping):
         raise TypeError(f"a dict batch must hold the class indices under {LABEL_KEY!r}; got "
                         f"keys {sorted(map(str, batch))}")
-    raise TypeError("data must be a tuple (inputs, targets) of tensors, a dict batch with "
-                    f"{LABEL_KEY!r}, a Dataset, or an iterable of such tuples/dicts; got a "
-                    f"batch of type {type(batch).__name__}"
+    raise TypeError(f"{_FORMATS} a batch of type {type(batch).__name__}"
                     + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
 
 
@@ -119,9 +116,7 @@ def _source_batches(data: Any, size: int) -> Iterator[Batch]:
     if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
         data = DataLoader(data, batch_size=size, shuffle=False)
     if isinstance(data, (Tensor, Mapping, str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError("data must be a tuple (inputs, targets) of tensors, a dict batch with "
-                        f"{LABEL_KEY!r}, a Dataset, or an iterable of such tuples/dicts; got "
-                        f"{type(data).__name__}")
+        raise TypeError(f"{_FORMATS} {type(data).__name__}")
     for batch in data:
         yield _split(batch)
 
@@ -212,12 +207,6 @@ def _probe(fm: FunctionalModel, x: Inputs, forward_mode: bool) -> int:
     return int(z.shape[1])
 
 
-def _check_range(y: Tensor, k: int) -> None:
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
-        raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
-                         f"values in [{int(y.min())}, {int(y.max())}]")
-
-
 # ----------------------------------------------------------------------------- the data pass
 
 
@@ -259,7 +248,9 @@ def chunks(data: Any, fm: FunctionalModel, batch_size: int | None = None, *,
                              "(train mode never re-chunks them) or train_mode=False")
         if k is None:
             k = _probe(fm, x, forward_mode)
-        _check_range(y, k)
+        if int(y.min()) < 0 or int(y.max()) >= k:
+            raise ValueError(f"targets must lie in [0, {k}) for a model with {k} outputs; got "
+                             f"values in [{int(y.min())}, {int(y.max())}]")
         step = n if fm.train_mode else size
         for start in range(0, n, step):
             sl = slice(start, start + step)

@@ -70,10 +70,6 @@ def _check_shards(shards) -> list:
     return shards
 
 
-def _num_samples(shard: Shard) -> int:
-    return count_samples(shard)
-
-
 def _weighted_sum(parts: Sequence[Tensor | None], weights: Sequence[int],
                   total: int) -> Tensor | None:
     if any(p is None for p in parts):
@@ -104,7 +100,8 @@ def combine_subspace_curvatures(parts: Sequence[SubspaceCurvature]) -> SubspaceC
     def merge(name: str) -> Tensor | None:
         return _weighted_sum([getattr(p, name) for p in parts], weights, total)
 
-    hessian, g_term, h_direct = merge("hessian"), merge("g_term"), merge("h_term_direct")
+    hessian, g_term, h_term = merge("hessian"), merge("g_term"), merge("h_term")
+    h_direct = merge("h_term_direct")
     residual = None
     if h_direct is not None and hessian is not None and g_term is not None:
         denom = float(torch.linalg.matrix_norm(hessian))
@@ -112,10 +109,10 @@ def combine_subspace_curvatures(parts: Sequence[SubspaceCurvature]) -> SubspaceC
         residual = num / denom if denom > 0 else num
     loss = sum(p.loss * w for p, w in zip(parts, weights)) / total
     correct = sum(round(p.accuracy * w) for p, w in zip(parts, weights))
-    matrices = [m for m in (hessian, g_term, merge("h_term")) if m is not None]
+    matrices = [m for m in (hessian, g_term, h_term) if m is not None]
     finite = (all(p.finite for p in parts) and math.isfinite(loss)
               and all(bool(torch.isfinite(m).all()) for m in matrices))
-    return replace(first, hessian=hessian, g_term=g_term, h_term=merge("h_term"), loss=loss,
+    return replace(first, hessian=hessian, g_term=g_term, h_term=h_term, loss=loss,
                    num_samples=total, accuracy=correct / total,
                    projected_gradient=merge("projected_gradient"),
                    mean_probs=merge("mean_probs"), class_prior=merge("class_prior"),
@@ -140,7 +137,7 @@ def distributed_subspace_curvature(model: nn.Module, shards: Sequence[Shard], ba
     order. Validation runs on the driver on the first shard's first samples before any
     task is submitted.
     """
-    shards = [s for s in _check_shards(shards) if _num_samples(s) > 0]
+    shards = [s for s in _check_shards(shards) if count_samples(s) > 0]
     if not shards:
         raise ValueError("data is empty: every shard has zero samples")
     client = _client(client)
@@ -158,7 +155,7 @@ def distributed_subspace_curvature(model: nn.Module, shards: Sequence[Shard], ba
 
 
 def _shard_hvp(model, shard, vectors, term, kwargs):
-    n = _num_samples(shard)
+    n = count_samples(shard)
     if n == 0:
         return None, 0
     with _FORWARD_AD_LOCK:

@@ -37,11 +37,6 @@ def _check_term(term: str) -> None:
         raise ValueError(f"unknown term {term!r}; choose one of {TERMS}")
 
 
-def _flatten_batched(tensors: Params, m: int) -> Tensor:
-    """{name: (m, *shape)} -> (D, m)."""
-    return flatten_rows(tensors).T
-
-
 def _chunk_hvp(ev: FunctionalModel, x: Tensor, y: Tensor, vdict: Params, term: str) -> Params:
     """Summed (not averaged) curvature-matrix products on one chunk; vdict: {name: (m, ...)}."""
 
@@ -82,15 +77,6 @@ def hessian_vector_product(model: nn.Module, data: Batch | Iterable[Batch], vect
     return _hvp(ev, data, vectors, term, batch_size)
 
 
-def _reiterable(data):
-    """Multi-pass functions need data that can be iterated again (not a one-shot iterator)."""
-    if isinstance(data, Iterator):
-        raise TypeError("this function passes over the data several times; give a tensor "
-                        "pair, a list of batches, a Dataset or a DataLoader, not a one-shot "
-                        "iterator/generator")
-    return data
-
-
 def _hvp(ev: FunctionalModel, data, vectors: Tensor, term: str, batch_size: int | None) -> Tensor:
     """:func:`hessian_vector_product` with the functional model built by the caller."""
     if not isinstance(vectors, Tensor):
@@ -102,13 +88,12 @@ def _hvp(ev: FunctionalModel, data, vectors: Tensor, term: str, batch_size: int 
         raise ValueError(f"vectors must have shape (D,) or (D, m) with D = {ev.num_params} "
                          f"(trainable parameters) and m >= 1, got {tuple(vectors.shape)}")
     v = v.to(dtype=ev.dtype, device=ev.device)
-    m = v.shape[1]
     vdict = unflatten(v, ev.params)
     total = torch.zeros(v.shape, dtype=torch.float64, device=ev.device)
     n = 0
     with ev.mode(), torch.no_grad(), torch.enable_grad():
         for x, y in chunks(data, ev, batch_size):
-            total += _flatten_batched(_chunk_hvp(ev, x, y, vdict, term), m).to(torch.float64)
+            total += flatten_rows(_chunk_hvp(ev, x, y, vdict, term)).T.to(torch.float64)
             n += y.shape[0]
     total /= n
     return total[:, 0] if single else total
@@ -165,17 +150,18 @@ def _operator(model: nn.Module, data, term: str, kwargs: dict
                         f"accepted: {sorted(known)}")
     batch_size = kwargs.pop("batch_size", None)
     ev = FunctionalModel(model, **kwargs)
-    data = _reiterable(data)
+    if isinstance(data, Iterator):  # the operator passes over the data once per product
+        raise TypeError("this function passes over the data several times; give a tensor "
+                        "pair, a list of batches, a Dataset or a DataLoader, not a one-shot "
+                        "iterator/generator")
     return (lambda v: _hvp(ev, data, v, term, batch_size)), ev.num_params
 
 
-def _probe_products(model, data, term, num_probes, seed, kwargs):
+def _hutchinson(model, data, term, kind, num_probes, seed, kwargs) -> StochasticEstimate:
+    _check_term(term)
     check_positive_int("num_probes", num_probes)
     matvec, dim = _operator(model, data, term, dict(kwargs))
-    gen = torch_generator(seed)
-    for start in range(0, num_probes, PROBE_BLOCK):
-        v = _rademacher(dim, min(PROBE_BLOCK, num_probes - start), gen)
-        yield v, matvec(v).cpu()
+    return hutchinson_estimate(matvec, dim, kind=kind, num_probes=num_probes, seed=seed)
 
 
 def hutchinson_trace(model: nn.Module, data: Batch | Iterable[Batch], *,
@@ -184,10 +170,7 @@ def hutchinson_trace(model: nn.Module, data: Batch | Iterable[Batch], *,
     r"""Hutchinson's estimate :math:`\mathrm{Tr}A \approx \frac1m\sum_i v_i^\top A v_i` with
     Rademacher probes; standard error = sample std / √m. ``kwargs``: scale, temperature,
     params, batch_size, train_mode."""
-    _check_term(term)
-    samples = torch.cat([(v * av).sum(0) for v, av in
-                         _probe_products(model, data, term, num_probes, seed, kwargs)])
-    return _estimate(samples)
+    return _hutchinson(model, data, term, "trace", num_probes, seed, kwargs)
 
 
 def hutchinson_frobenius(model: nn.Module, data: Batch | Iterable[Batch], *,
@@ -196,13 +179,7 @@ def hutchinson_frobenius(model: nn.Module, data: Batch | Iterable[Batch], *,
     r""":math:`\|A\|_F = \sqrt{\mathbb E\|Av\|^2}` with Rademacher probes. ``samples`` holds
     :math:`\|Av_i\|^2`; the standard error of the norm follows by the delta method,
     :math:`\mathrm{se}(\|A\|_F) = \mathrm{se}(\|A\|_F^2) / (2\|A\|_F)`."""
-    _check_term(term)
-    samples = torch.cat([(av * av).sum(0) for _, av in
-                         _probe_products(model, data, term, num_probes, seed, kwargs)])
-    sq = _estimate(samples)
-    value = math.sqrt(max(sq.value, 0.0))
-    se = sq.std_error / (2 * value) if value > 0 else math.inf
-    return StochasticEstimate(value, se, sq.num_probes, samples)
+    return _hutchinson(model, data, term, "frobenius", num_probes, seed, kwargs)
 
 
 def _estimate(samples: Tensor) -> StochasticEstimate:

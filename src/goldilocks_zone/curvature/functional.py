@@ -46,19 +46,9 @@ Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
 #: and the forward-mode G-term likewise fastest at 125-250.
 DEFAULT_BATCH_SIZE = 256
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "FunctionalModel",
-    "Inputs",
-    "Params",
-    "UnsupportedModelError",
-    "check_train_mode",
-    "flatten",
-    "flatten_rows",
-    "model_params",
-    "num_params",
-    "unflatten",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "FunctionalModel", "Inputs", "Params", "UnsupportedModelError",
+           "check_train_mode", "flatten", "flatten_rows", "model_params", "num_params",
+           "unflatten"]
 
 
 class UnsupportedModelError(TypeError):
@@ -97,17 +87,11 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     if vector.shape[0] != total:
         raise ValueError(f"expected {total} entries (one per parameter), got "
                          f"{vector.shape[0]}")
-    out: Params = {}
-    offset = 0
-    for name, p in like.items():
-        n = p.numel()
-        block = vector[offset:offset + n]
-        if vector.ndim == 1:
-            out[name] = block.reshape(p.shape)
-        else:
-            out[name] = block.T.reshape(vector.shape[1], *p.shape)
-        offset += n
-    return out
+    blocks = vector.split([p.numel() for p in like.values()])
+    if vector.ndim == 1:
+        return {name: b.reshape(p.shape) for (name, p), b in zip(like.items(), blocks)}
+    return {name: b.T.reshape(vector.shape[1], *p.shape)
+            for (name, p), b in zip(like.items(), blocks)}
 
 
 #: The dropout layers: random in train mode, the identity in eval mode.
@@ -124,10 +108,6 @@ def check_train_mode(model: nn.Module) -> None:
             "train_mode=True is not well defined for models with dropout (random masks make "
             f"the Hessian random): {', '.join(bad)}. Use train_mode=False (eval mode)."
         )
-
-
-def has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 @contextlib.contextmanager

@@ -118,19 +118,14 @@ def stochastic_lanczos_quadrature(matvec: Callable[[Tensor], Tensor], dim: int, 
     zero-weight padding nodes. Memory: the Lanczos vectors, ``num_steps * D * b`` floats for
     ``b`` probes run together; ``probe_block`` caps ``b`` (the result does not depend on it).
     """
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    if num_probes < 1:
-        raise ValueError(f"num_probes must be >= 1, got {num_probes}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    for name, value in (("dim", dim), ("num_probes", num_probes), ("num_steps", num_steps),
+                        ("probe_block", 1 if probe_block is None else probe_block)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     steps = min(num_steps, dim)
     gen = torch_generator(seed)
     v = (torch.randint(0, 2, (dim, num_probes), generator=gen).to(torch.float64) * 2 - 1)
     v = (v / math.sqrt(dim)).to(device) if device is not None else v / math.sqrt(dim)
-
-    if probe_block is not None and probe_block < 1:
-        raise ValueError(f"probe_block must be >= 1, got {probe_block}")
     size = num_probes if probe_block is None else probe_block
     parts = [_lanczos_block(matvec, v[:, i:i + size], steps, block)
              for i in range(0, num_probes, size)]

@@ -35,14 +35,9 @@ class SpectrumStats:
 
     def as_dict(self) -> dict[str, float]:
         """The scalar statistics (for tidy tables)."""
-        return {
-            "positive_curvature": self.positive_curvature,
-            "fraction_positive": self.fraction_positive,
-            "spectral_norm": self.spectral_norm,
-            "top_eigenvalue": self.top_eigenvalue,
-            "trace": self.trace,
-            "frobenius": self.frobenius,
-        }
+        names = ("positive_curvature", "fraction_positive", "spectral_norm", "top_eigenvalue",
+                 "trace", "frobenius")
+        return {name: getattr(self, name) for name in names}
 
 
 def spectrum_stats(matrix: Tensor) -> SpectrumStats:

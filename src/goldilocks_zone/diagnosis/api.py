@@ -212,18 +212,17 @@ def diagnose(model: nn.Module | Callable[[], nn.Module], data: Any, *,
                              batch_size=batch_size, on_step=step)
     finally:
         bar.close()
-    now = table[table[axis] == 1.0]
+    now = {c: float(table.loc[table[axis] == 1.0, c].mean())  # means at the current point
+           for c in ("loss", "accuracy", "prior_mismatch", "g_spectral_norm", "h_spectral_norm")}
     top = sum(top_class_probability(m, pair, train_mode=train_mode, batch_size=batch_size)
               for m in models) / len(models)
     num_classes = int(max(int(pair[1].max()) + 1, 2))
     hint = _rerun_hint(d, n, available, num_bases, rows[0].numel())
     what = _scaled_what(models[0], scaled[0], hom.is_homogeneous, axis)
     verdict = decide(table, axis, zone_fraction=zone_fraction, top_probability=top,
-                     loss=float(now["loss"].mean()), num_classes=num_classes,
-                     g_norm=float(now["g_spectral_norm"].mean()),
-                     h_norm=float(now["h_spectral_norm"].mean()),
-                     homogeneous=hom.is_homogeneous, degree=hom.degree, scaled_what=what[0],
-                     rerun_hint=hint)
+                     loss=now["loss"], num_classes=num_classes, g_norm=now["g_spectral_norm"],
+                     h_norm=now["h_spectral_norm"], homogeneous=hom.is_homogeneous,
+                     degree=hom.degree, scaled_what=what[0], rerun_hint=hint)
     return Diagnosis(
         model_name=model_name, axis=axis, verdict=verdict, num_params=num_params,
         num_measured=int(rows[0].numel()),
@@ -233,11 +232,7 @@ def diagnose(model: nn.Module | Callable[[], nn.Module], data: Any, *,
         degree=hom.degree, homogeneity_reason=hom.reason, num_samples=n,
         num_classes=num_classes, dim=d, num_bases=num_bases, num_inits=len(models),
         seed=seed, zone_fraction=zone_fraction, train_mode=train_mode, budget_note=plan.note,
-        seconds=time.perf_counter() - started, loss=float(now["loss"].mean()),
-        accuracy=float(now["accuracy"].mean()), top_probability=top,
-        prior_mismatch=float(now["prior_mismatch"].mean()),
-        g_spectral_norm=float(now["g_spectral_norm"].mean()),
-        h_spectral_norm=float(now["h_spectral_norm"].mean()), table=table)
+        seconds=time.perf_counter() - started, top_probability=top, table=table, **now)
 
 
 def _rerun_hint(d: int, n: int, available: int, num_bases: int, max_dim: int) -> str:

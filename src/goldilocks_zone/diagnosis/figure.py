@@ -67,14 +67,11 @@ def draw(table: pd.DataFrame, summary: dict[str, Any], path: str | Path) -> list
     if verdict.get("multiplier") not in (None, 1.0):
         ax.axvline(verdict["multiplier"], color="tab:green", lw=1, ls="--",
                    label=f"suggested ${sym}$ = {verdict['multiplier']:.2g}")
-    ax.set_xscale("log")
-    ax.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
     finite = mean[np.isfinite(mean)]
     top = max(float(np.max(finite + half[np.isfinite(mean)])) if finite.size else 1.0, 0.1)
     ax.set_ylim(min(-0.05 * top, float(np.min(finite - half[np.isfinite(mean)]))
                     if finite.size else 0.0), 1.15 * top)
     ax.axhline(0, color="0.6", lw=0.6)
-    ax.set_xlabel(r"weight scale $\alpha$" if axis == "scale" else "softmax temperature $T$")
     ax.set_ylabel(r"positive curvature $\kappa$")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"verdict: {verdict['label']}", fontsize=9)
@@ -87,10 +84,11 @@ def draw(table: pd.DataFrame, summary: dict[str, Any], path: str | Path) -> list
             ok &= gm >= _LOG_RANGE * gm[ok].max()
             ax2.plot(gx[ok], gm[ok], "o-", ms=3, color=colour, label=label)
     ax2.axvline(1.0, color="k", lw=0.8, ls=":", label="your init")
-    ax2.set_xscale("log")
+    for a in (ax, ax2):
+        a.set_xscale("log")
+        a.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
+        a.set_xlabel(r"weight scale $\alpha$" if axis == "scale" else "softmax temperature $T$")
     ax2.set_yscale("log")
-    ax2.set_xlim(xs.min() / 1.5, xs.max() * 1.5)
-    ax2.set_xlabel(ax.get_xlabel())
     ax2.set_ylabel("spectral norm")
     ax2.set_title(r"positive curvature needs $\|G_R\|_2 \gtrsim \|H_R\|_2$", fontsize=9)
     ax2.legend(fontsize=7, loc="best")

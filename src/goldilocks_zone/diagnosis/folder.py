@@ -24,8 +24,7 @@ import pandas as pd
 from goldilocks_zone.diagnosis.figure import draw
 from goldilocks_zone.diagnosis.report import Diagnosis
 
-__all__ = ["KIND", "check_out_dir", "is_diagnosis_folder", "redraw", "remove_stale",
-           "write_run_folder"]
+__all__ = ["KIND", "check_out_dir", "redraw", "remove_stale", "write_run_folder"]
 
 KIND = "diagnosis"
 MANIFEST = "manifest.json"
@@ -74,8 +73,8 @@ def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any], *,
                      write_text: Callable[[Path, str], None]) -> list[Path]:
     """Write summary and report, then table, figure and (last, so that a folder with a
     manifest is complete) the manifest with ``"kind": "diagnosis"``, through the caller's
-    writers (the command line passes the run layer's one atomic result writer,
-    :func:`goldilocks_zone.sweep.store.write_results`). Returns the figure paths."""
+    writers (e.g. :func:`goldilocks_zone.sweep.store.write_results`). Returns the figure
+    paths."""
     summary = result.summary()
     write_text(out / SUMMARY, json.dumps(summary, indent=2, allow_nan=True))
     write_text(out / REPORT, result.report() + "\n")
@@ -88,8 +87,7 @@ def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any], *,
 
 def redraw(out: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
     """Redraw the figure of a diagnosis folder from its table and summary, into ``fig_dir``
-    (default ``out/figures``; the command line draws into a private folder and publishes
-    the files with the run layer's atomic writer)."""
+    (default ``out/figures``)."""
     out = Path(out)
     summary_path = out / SUMMARY
     if not summary_path.exists():
@@ -101,12 +99,4 @@ def redraw(out: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
     else:
         table = pd.read_csv(out / TABLE_CSV)
     return draw(table, summary, Path(fig_dir) / FIGURE.name if fig_dir else out / FIGURE)
-
-
-def is_diagnosis_folder(out: str | Path) -> bool:
-    p = Path(out) / MANIFEST
-    try:
-        return p.exists() and json.loads(p.read_text()).get("kind") == KIND
-    except (OSError, ValueError):
-        return False
 

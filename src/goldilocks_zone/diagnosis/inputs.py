@@ -1,10 +1,6 @@
-"""What the diagnosis is given: data in the formats users have, dtype/device names, and the
-two parameter selections it needs (trainable parameters for the basis, weight matrices for
-the scale axis).
-
-All data-format handling lives in :func:`first_samples`, one function, so that it can be
-pointed at the engine's own sample helper once the engine accepts every format.
-"""
+"""What the diagnosis is given: data in the formats users have (all handled by
+:func:`first_samples`), dtype/device names, and the two parameter selections it needs
+(trainable parameters for the basis, weight matrices for the scale axis)."""
 
 from __future__ import annotations
 

@@ -12,9 +12,7 @@ Axes: ``"scale"`` multiplies the chosen parameters by α (see
 :func:`goldilocks_zone.diagnosis.inputs.scaled_parameter_names`); ``"temperature"`` divides
 the logits by T.
 
-The budget: :func:`choose_budget` times one engine pass on a small probe and picks the number
-of samples ``N`` and the dimension ``d`` so that the whole grid fits a time budget, assuming
-the cost is proportional to ``columns × samples`` (what the engine's batched passes do).
+The budget: :func:`choose_budget` picks ``N`` and ``d`` from a timing probe.
 """
 
 from __future__ import annotations
@@ -30,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from goldilocks_zone.curvature import random_basis, spectrum_stats, subspace_curvature
-from goldilocks_zone.curvature.batches import map_inputs
+from goldilocks_zone.curvature.batches import chunks, map_inputs
+from goldilocks_zone.curvature.functional import FunctionalModel
 
 __all__ = ["Budget", "DEFAULT_GRIDS", "QUICK_GRIDS", "choose_budget", "embedded_bases",
            "measure_axis", "running_interval", "top_class_probability"]
@@ -47,16 +46,12 @@ QUICK_GRIDS = {"scale": tuple(float(v) for v in np.logspace(-2, 2, 5)),
 #: rarely change it; below MIN_DIM the spread between bases dominates.
 MIN_SAMPLES, MAX_SAMPLES = 128, 2000
 MIN_DIM, DEFAULT_DIM, MAX_DIM = 4, 16, 48
-#: Samples of the timing probe: a first pass on PROBE_SMALL samples, a second on up to
-#: PROBE_SAMPLES (fewer when the first shows that more would cost over PROBE_SHARE of the
-#: budget). Both use the columns of DEFAULT_DIM per basis (MIN_DIM for heavy models), each
-#: shape warmed up first, so the fit does not include one-off allocation costs.
+#: Samples of the timing probe's two passes (the second within PROBE_SHARE of the budget).
 PROBE_SMALL, PROBE_SAMPLES, PROBE_SHARE = 64, 256, 0.25
 #: A model is *heavy* when one direction and sample cost more than this (seconds) in a tiny
-#: pass (LeNet-300-100: ~1 ms; a ResNet-18 on 32×32 images: 50–80 ms on a 2-core CPU). Heavy
-#: models are probed with MIN_DIM directions per basis on HEAVY_PROBE samples, and N may go
-#: down to HEAVY_MIN_SAMPLES, so that a default diagnosis still finishes in minutes; the
-#: intervals then say how much that costs in certainty.
+#: pass (LeNet-300-100: ~1 ms; a ResNet-18 on 32×32 images: 50–80 ms on a 2-core CPU); they
+#: are probed on HEAVY_PROBE samples and N may go down to HEAVY_MIN_SAMPLES, so that a default
+#: diagnosis still finishes in minutes (the intervals show what that costs in certainty).
 HEAVY_SECONDS_PER_DIRECTION_SAMPLE = 0.02
 HEAVY_PROBE = (4, 16)
 HEAVY_MIN_SAMPLES = 32
@@ -90,22 +85,20 @@ def embedded_bases(num_params: int, rows: Tensor, dim: int, num_bases: int, seed
     return out
 
 
-def _scaled(params: dict[str, Tensor], names: Sequence[str], alpha: float
-            ) -> dict[str, Tensor]:
-    chosen = set(names)
-    return {n: p * alpha if n in chosen else p for n, p in params.items()}
-
-
 def _one_pass(model: nn.Module, pair: tuple[Tensor, Tensor], basis: Tensor, axis: str,
               x: float, scaled_names: Sequence[str], *, train_mode: bool,
               batch_size: int | None):
-    params = {n: p.detach() for n, p in model.named_parameters()}
+    """The engine at α = x on the chosen parameters, or at temperature T = x."""
+    params, temperature = None, 1.0
     if axis == "scale":
-        return subspace_curvature(model, pair, basis, params=_scaled(params, scaled_names, x),
-                                  batch_size=batch_size, train_mode=train_mode,
-                                  trainable_only=False)
-    return subspace_curvature(model, pair, basis, temperature=x, batch_size=batch_size,
-                              train_mode=train_mode, trainable_only=False)
+        chosen = set(scaled_names)
+        params = {n: p.detach() * x if n in chosen else p.detach()
+                  for n, p in model.named_parameters()}
+    else:
+        temperature = x
+    return subspace_curvature(model, pair, basis, temperature=temperature, params=params,
+                              batch_size=batch_size, train_mode=train_mode,
+                              trainable_only=False)
 
 
 def measure_axis(models: Sequence[nn.Module], pair: tuple[Tensor, Tensor],
@@ -165,9 +158,6 @@ def top_class_probability(model: nn.Module, pair: tuple[Tensor, Tensor], *,
                           train_mode: bool = False, batch_size: int | None = None) -> float:
     """Mean over samples of the largest softmax probability at the current parameters (1/K:
     uniform outputs; near 1: saturated softmax). The model is evaluated functionally."""
-    from goldilocks_zone.curvature.batches import chunks
-    from goldilocks_zone.curvature.functional import FunctionalModel
-
     fm = FunctionalModel(model, train_mode=train_mode, trainable_only=False)
     total, count = 0.0, 0
     with fm.mode(), torch.no_grad():
@@ -219,8 +209,7 @@ def choose_budget(model: nn.Module, pair: tuple[Tensor, Tensor], basis_for: Call
     probe_start = time.perf_counter()
     tiny = basis_for(dim if dim is not None else MIN_DIM)
     timed(min(2, available), tiny)  # warm-up: one-off costs of the first call
-    # How heavy is the model? A second tiny pass; a large network (ResNet-18-sized on CPU)
-    # gets a probe of its own size and a lower floor of samples, so that it still finishes.
+    # a second tiny pass: is the model heavy?
     heavy = (timed(min(2, available), tiny) / (tiny.shape[1] * min(2, available))
              > HEAVY_SECONDS_PER_DIRECTION_SAMPLE)
     probe_d = dim if dim is not None else (MIN_DIM if heavy else DEFAULT_DIM)

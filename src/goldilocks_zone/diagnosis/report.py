@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from goldilocks_zone.diagnosis.figure import draw
 from goldilocks_zone.diagnosis.verdict import Interval, Verdict
 
 __all__ = ["GLOSSARY", "Diagnosis"]
@@ -141,11 +142,8 @@ class Diagnosis:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the table, JSON-friendly (intervals as ``{mean, half_width, n}``)."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            if name in ("table", "verdict"):
-                continue
-            out[name] = getattr(self, name)
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.__dataclass_fields__
+                               if name not in ("table", "verdict")}
         out["verdict"] = {name: value.as_dict() if isinstance(value, Interval) else value
                           for name, value in vars(self.verdict).items()}
         out["verdict"]["zone"] = list(self.verdict.zone) if self.verdict.zone else None
@@ -157,6 +155,4 @@ class Diagnosis:
 
     def plot(self, path: str | Path) -> list[Path]:
         """Draw the figure (see :func:`goldilocks_zone.diagnosis.figure.draw`)."""
-        from goldilocks_zone.diagnosis.figure import draw
-
         return draw(self.table, self.summary(), path)

@@ -119,44 +119,39 @@ def decide(table: pd.DataFrame, axis: str, *, zone_fraction: float, top_probabil
     margin = confidence_interval(kappa.iloc[:, at_one]
                                  - zone_fraction * kappa.iloc[:, zone.peak_index])
     bounds = zone.bounds
-    larger_logits = axis == "scale"  # along which direction of x the logits grow
+
+    def verdict(label: str, multiplier: float | None, reason: str, advice: str) -> Verdict:
+        return Verdict(label, bounds, zone.peak_x, peak_kappa, kappa_now, pi_now, margin,
+                       multiplier, reason, advice)
+
+    borderline = f"Borderline — can't tell at this budget: {rerun_hint}."
     if bounds is None or not peak_kappa.lo > 0:
-        return Verdict("borderline", bounds, zone.peak_x, peak_kappa, kappa_now, pi_now,
-                       margin, None, "κ has no clearly positive peak along this axis.",
-                       f"Borderline — can't tell at this budget: {rerun_hint}.")
+        return verdict("borderline", None, "κ has no clearly positive peak along this axis.",
+                       borderline)
     lo, hi = bounds
     inside = lo <= 1.0 <= hi
     if inside and margin.lo > 0:
-        return Verdict("in the zone", bounds, zone.peak_x, peak_kappa, kappa_now, pi_now,
-                       margin, 1.0, _why_inside(g_norm, h_norm),
-                       f"Keep this initialisation: the zone spans {_axis_name(axis)} "
-                       f"{_span(lo, hi)} on this grid and the current point (1) is inside it.")
+        name = "weight scale α =" if axis == "scale" else "temperature T ="
+        return verdict("in the zone", 1.0,
+                       f"The Gauss–Newton G-term (‖G‖ = {g_norm:.3g}) is comparable to or "
+                       f"larger than the H-term (‖H‖ = {h_norm:.3g}), so the loss curves "
+                       "upwards in most directions.",
+                       f"Keep this initialisation: the zone spans {name} {_span(lo, hi)} on "
+                       "this grid and the current point (1) is inside it.")
     if inside or not margin.hi < 0:
-        return Verdict("borderline", bounds, zone.peak_x, peak_kappa, kappa_now, pi_now,
-                       margin, None,
-                       "κ at the current point is within noise of the zone's edge "
-                       f"({zone_fraction:g} × the peak).",
-                       f"Borderline — can't tell at this budget: {rerun_hint}.")
+        return verdict("borderline", None, "κ at the current point is within noise of the "
+                       f"zone's edge ({zone_fraction:g} × the peak).", borderline)
     multiplier = lo if 1.0 < lo else hi
-    grow = (multiplier > 1.0) == larger_logits  # the logits must grow to reach the zone
-    label = "below" if grow else "above"
-    reason = _why_outside(grow, top_probability, loss, num_classes, g_norm, h_norm)
-    advice = _advice(axis, multiplier, bounds, zone.peak_x, homogeneous, degree, scaled_what)
-    return Verdict(label, bounds, zone.peak_x, peak_kappa, kappa_now, pi_now, margin,
-                   multiplier, reason, advice)
+    # the logits grow along x on the scale axis: must they grow to reach the zone?
+    grow = (multiplier > 1.0) == (axis == "scale")
+    return verdict("below" if grow else "above", multiplier,
+                   _why_outside(grow, top_probability, loss, num_classes, g_norm, h_norm),
+                   _advice(axis, multiplier, bounds, zone.peak_x, homogeneous, degree,
+                           scaled_what))
 
 
 def _span(lo: float, hi: float) -> str:
     return f"{lo:.3g}" if lo == hi else f"{lo:.3g} … {hi:.3g}"
-
-
-def _axis_name(axis: str) -> str:
-    return "weight scale α =" if axis == "scale" else "temperature T ="
-
-
-def _why_inside(g_norm: float, h_norm: float) -> str:
-    return (f"The Gauss–Newton G-term (‖G‖ = {g_norm:.3g}) is comparable to or larger than the "
-            f"H-term (‖H‖ = {h_norm:.3g}), so the loss curves upwards in most directions.")
 
 
 def _why_outside(grow: bool, top_probability: float, loss: float, num_classes: int,
