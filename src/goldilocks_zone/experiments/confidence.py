@@ -2,25 +2,19 @@ r"""``confidence`` (P1 §4): positive curvature, model confidence and initial lo
 random initialisations at one scale.
 
 Protocol. For ``num_inits`` seeds (``first_seed``, ``first_seed + 1``, ...) build the model
-with that seed, draw a random ``d``-dim basis with the same seed, and measure on a fixed
-subsample of the training data (``data_seed``), at scale ``scale`` and temperature
-``temperature``:
+and a random ``d``-dim basis with that seed and measure, on a fixed training subsample
+(``data_seed``) at scale ``scale`` and temperature ``temperature``: the mean prediction entropy
+:math:`\frac1S\sum_s H(p_s)` (``mean_entropy``; :math:`\log K` for uniform outputs),
+:math:`\kappa = \operatorname{Tr}H_R/\|H_R\|_F` and ``fraction_positive`` of the subspace
+Hessian with the spectral norms of its G- and H-term, the initial ``loss``, ``accuracy``, the
+prior mismatch :math:`\|q - \bar p\|_2` and the projected gradient norm. The summary gives
+Pearson and Spearman correlations (two-sided p-values, scipy) between entropy, :math:`\kappa`
+and the loss.
 
-* ``mean_entropy`` :math:`\frac1S\sum_s H(p_s)`, :math:`H(p) = -\sum_k p_k\log p_k` (low =
-  confident; :math:`\log K` for uniform outputs);
-* ``positive_curvature`` :math:`\kappa = \operatorname{Tr}H_R/\|H_R\|_F` and
-  ``fraction_positive`` of the subspace Hessian, with the spectral norms of its G- and H-term;
-* ``loss`` (the initial cross-entropy), ``accuracy``, the prior mismatch
-  :math:`\|q - \bar p\|_2` and the projected gradient norm.
-
-The summary gives Pearson and Spearman correlations (with two-sided p-values, scipy) between
-entropy, :math:`\kappa` and the loss. What the theory says at a fixed scale inside the zone:
-random inits differ mostly in how large and how shared their logits are; inits whose outputs
-are less confident (higher entropy) keep :math:`M_s = \operatorname{diag}(p_s) - p_sp_s^\top`
-away from saturation, which keeps the G-term strong (higher :math:`\kappa`, P1 Eq. 9 through
-:math:`\Gamma_p`), and they pay less for confidently wrong predictions (lower loss). Hence
-:math:`\kappa` rises with entropy and falls with the initial loss, and the loss falls with
-entropy: high positive curvature goes with low initial loss.
+Expected (theory at a fixed scale inside the zone): less confident inits (higher entropy) keep
+:math:`M_s = \operatorname{diag}(p_s) - p_sp_s^\top` away from saturation, hence a stronger
+G-term (higher :math:`\kappa`, P1 Eq. 9 through :math:`\Gamma_p`) and a lower loss:
+:math:`\kappa` rises with entropy and falls with the initial loss, which falls with entropy.
 """
 
 from __future__ import annotations
@@ -106,15 +100,14 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     seeds = range(config.first_seed, config.first_seed + config.num_inits)
     # the data subsample (data_seed) is shared by every init
     problem = config_problem(config, config.first_seed)
-    data = problem.data
-    num_classes = problem.num_classes
+    data, num_classes, x = problem.data, problem.num_classes, problem.inputs
     for seed in ctx.progress(seeds, total=config.num_inits, desc="random inits"):
-        model = model_lib.create(config.model, tuple(data[0].shape[1:]), num_classes,
+        model = model_lib.create(config.model, tuple(x.shape[1:]), num_classes,
                                  activation=config.activation, init=config.init, seed=seed)
-        model = model.to(dtype=data[0].dtype, device=data[0].device)
+        model = model.to(dtype=x.dtype, device=x.device)
         num_params = sum(p.numel() for p in model.parameters())
         basis = random_basis(num_params, config.dim, kind=config.basis, seed=seed,
-                             dtype=data[0].dtype, device=data[0].device)
+                             dtype=x.dtype, device=x.device)
         sc = subspace_curvature(model, data, basis, scale=config.scale,
                                 temperature=config.temperature, batch_size=config.batch_size)
         ev = evaluate(model, initial_params(model, scale=config.scale), data,
@@ -144,10 +137,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     ctx.record("summary", {
         **{k: f"Pearson r = {v['pearson_r']:+.3f} (p = {v['pearson_p']:.2g}), Spearman rho = "
               f"{v['spearman_rho']:+.3f} (p = {v['spearman_p']:.2g})" for k, v in corr.items()},
-        "kappa range": f"{table['positive_curvature'].min():.3g} .. "
-                       f"{table['positive_curvature'].max():.3g}",
-        "entropy range": f"{table['mean_entropy'].min():.3g} .. "
-                         f"{table['mean_entropy'].max():.3g}",
+        **{f"{name} range": f"{table[col].min():.3g} .. {table[col].max():.3g}"
+           for name, col in (("kappa", "positive_curvature"), ("entropy", "mean_entropy"))},
     })
     return table
 

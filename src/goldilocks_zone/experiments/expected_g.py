@@ -20,13 +20,9 @@ Three panels, one tidy table with a ``panel`` column:
   :math:`1/(K-1)` (uniform outputs) to 1 (confident outputs), which is why
   :math:`\kappa(\mathbb{E}\,G)` declines at large scales.
 
-The prediction uses the subspace dimension ``d`` in Eq. 9 (see :mod:`goldilocks_zone.theory`).
-:math:`\sigma_c^2, \sigma_E^2` have divisor ``n - ddof`` (``ddof=0`` default; ``ddof=1`` is
-the authors' ``torch.std``). Rows where the softmax saturates in floating point
-(:math:`\operatorname{Tr}\bar M = 0`: every output one-hot, so the G-term is exactly 0) have
-``saturated=True``: the measured :math:`\kappa(G)` there is the zero matrix's 0, the prediction
-is Eq. 9's confident-output limit (:math:`\Gamma_p \to 1`), and the two are not compared
-(the summary and the figure leave them out of the agreement).
+Eq. 9 uses the subspace dimension ``d``; :math:`\sigma_c^2, \sigma_E^2` have divisor
+``n - ddof``. Rows whose softmax saturates in floating point (:math:`\operatorname{Tr}\bar M =
+0`, G exactly 0) have ``saturated=True`` and are left out of the comparison with Eq. 9.
 """
 
 from __future__ import annotations
@@ -165,20 +161,15 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                              f"{problem.num_params} of {config.model!r}")
         for panel, value in ctx.progress(jobs, total=len(jobs), desc=f"expected-g seed {seed}"):
             if panel == "scale":
-                point = g_term_point(problem, basis, scale=float(value),
-                                     batch_size=config.batch_size, debias=config.debias,
-                                     ddof=config.ddof)
-                rows.append({"panel": "scale", "scale": float(value), "seed": seed,
-                             "dim": config.dim, **point})
-            else:
-                b = basis if value == config.dim else random_basis(
-                    problem.num_params, int(value), kind=config.basis, seed=seed,
+                b, scale, dim = basis, float(value), config.dim
+            else:  # one basis per dimension, drawn with the seed
+                scale, dim = config.dim_scale, int(value)
+                b = basis if dim == config.dim else random_basis(
+                    problem.num_params, dim, kind=config.basis, seed=seed,
                     dtype=torch_dtype(config.dtype), device=config.device)
-                point = g_term_point(problem, b, scale=config.dim_scale,
-                                     batch_size=config.batch_size, debias=config.debias,
-                                     ddof=config.ddof)
-                rows.append({"panel": "dim", "scale": config.dim_scale, "seed": seed,
-                             "dim": int(value), **point})
+            point = g_term_point(problem, b, scale=scale, batch_size=config.batch_size,
+                                 debias=config.debias, ddof=config.ddof)
+            rows.append({"panel": panel, "scale": scale, "seed": seed, "dim": dim, **point})
     k = config.logit_classes or int(num_classes)
     rows.extend(logit_panel(config.logit_sets, k,
                             log_grid(config.logit_log10_range[0], config.logit_log10_range[1],
@@ -243,12 +234,12 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
              label=r"$\Gamma_p$")
         ax_s.axhline(math.sqrt(dim), color="0.5", linewidth=0.8, linestyle="-.",
                      label=rf"$\sqrt{{d}}$, d={dim}")
-        if "saturated" in sc and sc["saturated"].fillna(False).astype(bool).any():
-            start = float(sc.loc[sc["saturated"].fillna(False).astype(bool), "scale"].min())
+        saturated = sc["saturated"].fillna(False).astype(bool) if "saturated" in sc else None
+        if saturated is not None and saturated.any():
+            start = float(sc.loc[saturated, "scale"].min())
             ax_s.axvspan(start, float(sc["scale"].max()), color="0.85", zorder=0,
                          label=r"saturated: one-hot softmax ($\bar M = 0$)")
-        ax_s.set_xscale("log")
-        ax_s.set_ylim(bottom=0)
+        style_axis(ax_s, xscale="log", ylim=(0, None))
     style_axis(ax_s, xlabel=r"initialisation scale $\alpha$",
                ylabel="positive curvature of the G-term", title=r"(a) $\kappa(G)$ vs Eq. 9",
                legend={"loc": "lower left", "fontsize": 7})
@@ -261,15 +252,14 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         ds = np.array(sorted(dm["dim"].unique()), dtype=float)
         ax_d.plot(ds, np.sqrt(ds), color="0.5", linewidth=0.8, linestyle="-.",
                   label=r"$\sqrt{d}$")
-        style_axis(ax_d, xscale="log", yscale="log")
+        style_axis(ax_d, xscale="log", yscale="log",
+                   title=rf"(b) $\kappa$ vs dimension at $\alpha$={float(dm['scale'].iloc[0]):g}")
         from matplotlib.ticker import FormatStrFormatter, LogLocator
 
         ax_d.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax_d.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax_d.yaxis.set_minor_formatter(FormatStrFormatter(""))
         ax_d.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax_d.set_title(rf"(b) $\kappa$ vs dimension at $\alpha$={float(dm['scale'].iloc[0]):g}",
-                       fontsize=9)
     style_axis(ax_d, xlabel="subspace dimension d", ylabel="positive curvature of the G-term",
                legend={"loc": "upper left", "fontsize": 7})
 

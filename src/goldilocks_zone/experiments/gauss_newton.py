@@ -51,6 +51,9 @@ from goldilocks_zone.experiments._shared.plotting import (
 TERMS = ("hessian", "g_term", "h_term")
 TERM_LABELS = {"hessian": r"Hessian $\nabla^2 L$", "g_term": "G-term", "h_term": "H-term"}
 TERM_COLORS = {"hessian": "C0", "g_term": "C2", "h_term": "C3"}
+#: Line style of each term in the log panels (the Hessian dashed, drawn above its two terms).
+TERM_STYLES = {t: {"linestyle": (0, (4, 2)) if t == "hessian" else "-",
+                   "zorder": 3 if t == "hessian" else 2} for t in TERMS}
 
 
 @dataclass
@@ -128,14 +131,9 @@ def fit_small_scale_slopes(table: pd.DataFrame, *, uniform_tolerance: float = 0.
     log_k = math.log(num_classes)
     loss = hess.groupby("scale")["loss"].mean().sort_index()
     near_uniform = (loss - log_k).abs() <= uniform_tolerance * log_k
-    region: list[float] = []
-    for alpha, ok in near_uniform.items():
-        if not ok:
-            break
-        region.append(float(alpha))
-    fallback = len(region) < min_fit_points
-    if fallback:
-        region = [float(a) for a in loss.index[:min_fit_points]]
+    leading = int(near_uniform.astype(int).cumprod().sum())  # the run from the smallest alpha
+    fallback = leading < min_fit_points
+    region = [float(a) for a in loss.index[:max(leading, min_fit_points)]]
     degree = table["degree"].iloc[0]
     degree = None if pd.isna(degree) else int(degree)
     out: dict[str, Any] = {
@@ -184,7 +182,7 @@ def summarise(table: pd.DataFrame, fit: Mapping[str, Any]) -> dict[str, Any]:
     mask = condition_mask(table)
     inside = kappa[mask.reindex(kappa.index, fill_value=False)]
     outside = kappa[~mask.reindex(kappa.index, fill_value=False)]
-    summary: dict[str, Any] = {
+    return {
         "peak_kappa_hessian": zone.peak_kappa,
         "scale_at_peak": zone.peak_x,
         "all_non_finite": zone.all_non_finite,
@@ -198,37 +196,31 @@ def summarise(table: pd.DataFrame, fit: Mapping[str, Any]) -> dict[str, Any]:
         "min_kappa_where_G_ge_H": float(inside.min()) if not inside.empty else None,
         "max_kappa_where_G_lt_H": float(outside.max()) if not outside.empty else None,
     }
-    return summary
 
 
 # --------------------------------------------------------------------------- figure
 
 
-def _shade_condition(ax, mask: pd.Series) -> bool:
+def _shade_condition(ax, mask: pd.Series) -> None:
     """Shade the alpha ranges where ||G||_2 >= ||H||_2 (half-way between grid points)."""
     xs = mask.index.to_numpy(float)
-    if len(xs) < 2 or not mask.any():
-        return False
+    if len(xs) < 2:
+        return
     logs = np.log10(xs)
     edges = np.concatenate([[logs[0]], (logs[1:] + logs[:-1]) / 2, [logs[-1]]])
-    for i, ok in enumerate(mask.to_numpy()):
-        if ok:
-            ax.axvspan(10 ** edges[i], 10 ** edges[i + 1], color="gold", alpha=0.25,
-                       linewidth=0, zorder=0)
-    return True
+    for i in np.flatnonzero(mask.to_numpy()):
+        ax.axvspan(10 ** edges[i], 10 ** edges[i + 1], color="gold", alpha=0.25, linewidth=0,
+                   zorder=0)
 
 
 def _norm_limits(table: pd.DataFrame, fit: Mapping[str, Any]) -> tuple[float, float]:
     """y-limits of the log-norm panels: the H-term/Hessian range and the G-term's power law
     at small scale; the G-term's super-exponential collapse at large scale runs off the
     bottom instead of squashing the rest."""
-    values = []
-    for term in ("hessian", "h_term"):
-        v = table.loc[table["term"] == term, "spectral_norm"].astype(float)
-        values.extend(v[np.isfinite(v) & (v > 0)].tolist())
-    g = table[(table["term"] == "g_term") & (table["scale"] <= fit["region"][1])]
-    v = g["spectral_norm"].astype(float)
-    values.extend(v[np.isfinite(v) & (v > 0)].tolist())
+    rows = table["term"].isin(("hessian", "h_term")) | (
+        (table["term"] == "g_term") & (table["scale"] <= fit["region"][1]))
+    v = table.loc[rows, "spectral_norm"].astype(float)
+    values = v[np.isfinite(v) & (v > 0)].tolist()
     if not values:
         return 1e-12, 1.0
     lo, hi = math.log10(min(values)), math.log10(max(values))
@@ -249,20 +241,23 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
         _shade_condition(ax, mask)
         style_axis(ax, xscale="log", xlabel=r"initialisation scale $\alpha$")
 
-    # (a) kappa per term
+    # per term: (a) kappa, (b) spectral norms max|lambda| (log-log), (c) largest signed
+    # eigenvalue (log scale: non-positive values are left out)
+    omitted = 0
     for term in TERMS:
-        band(ax_k, table[table["term"] == term], "scale", "positive_curvature",
-             color=TERM_COLORS[term], markersize=2.5)
+        rows = table[table["term"] == term]
+        style = {"color": TERM_COLORS[term], "markersize": 2.5}
+        band(ax_k, rows, "scale", "positive_curvature", **style)
+        band(ax_n, rows[rows["spectral_norm"] > 0], "scale", "spectral_norm", **style,
+             **TERM_STYLES[term])
+        keep = rows[rows["top_eigenvalue"] > 0]
+        omitted += len(rows) - len(keep)
+        band(ax_t, keep, "scale", "top_eigenvalue", **style, **TERM_STYLES[term])
     ax_k.axhline(0.0, color="0.3", linewidth=0.8)
     style_axis(ax_k, ylabel=r"positive curvature $\kappa$",
                title=r"(a) $\kappa$ of Hessian, G-term, H-term")
 
-    # (b) spectral norms max|lambda|, log-log, with the fitted small-scale slopes
-    for term in TERMS:
-        rows = table[(table["term"] == term) & (table["spectral_norm"] > 0)]
-        band(ax_n, rows, "scale", "spectral_norm", color=TERM_COLORS[term], markersize=2.5,
-             linestyle=(0, (4, 2)) if term == "hessian" else "-", zorder=3 if term ==
-             "hessian" else 2)
+    # (b) the fitted small-scale slopes
     lo, hi = fit["region"]
     xs = np.logspace(math.log10(lo), math.log10(hi) + 0.75, 20)
     pred = fit["predicted"] or {}
@@ -280,15 +275,6 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     style_axis(ax_n, yscale="log", ylim=ylim, ylabel=r"spectral norm $\max|\lambda|$",
                title="(b) spectral norms")
 
-    # (c) largest signed eigenvalue (log scale: non-positive values are left out)
-    omitted = 0
-    for term in TERMS:
-        rows = table[table["term"] == term]
-        keep = rows[rows["top_eigenvalue"] > 0]
-        omitted += len(rows) - len(keep)
-        band(ax_t, keep, "scale", "top_eigenvalue", color=TERM_COLORS[term], markersize=2.5,
-             linestyle=(0, (4, 2)) if term == "hessian" else "-",
-             zorder=3 if term == "hessian" else 2)
     if omitted:
         ax_t.text(0.03, 0.97, f"{omitted} non-positive values not shown",
                   transform=ax_t.transAxes, va="top", fontsize=7)
@@ -296,8 +282,7 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                title="(c) largest signed eigenvalue")
 
     handles = [Line2D([], [], color=TERM_COLORS[t], marker="o", markersize=3,
-                      linestyle=(0, (4, 2)) if t == "hessian" else "-", label=TERM_LABELS[t])
-               for t in TERMS]
+                      linestyle=TERM_STYLES[t]["linestyle"], label=TERM_LABELS[t]) for t in TERMS]
     handles.append(Line2D([], [], color="k", linestyle=":", label="small-scale fit"))
     if mask.any():
         from matplotlib.patches import Patch

@@ -9,17 +9,13 @@ minibatch-SGD training, estimate the spectral density of the full Hessian
 its ``top_k`` largest eigenpairs by Lanczos (:func:`goldilocks_zone.hessian_top_eigenpairs`);
 record the cosine between the loss gradient and each top eigenvector. Beside it, the random
 model (:mod:`~goldilocks_zone.theory.random_model`, defaults) with its exact spectrum — and its
-SLQ estimate, as a check of the estimator on a known spectrum.
-
-Outliers of the network are counted with the random model's gap rule
+SLQ estimate, as a check of the estimator on a known spectrum. Outliers of the network are
+counted with the random model's gap rule
 (:func:`~goldilocks_zone.theory.random_model.count_outliers`), the bulk edge being the smallest
 of the ``top_k`` computed eigenvalues (``top_k`` ≫ C, so it lies in the bulk).
 
 Expected: for both, a bulk concentrated near zero with a few outliers (about C after training)
 far above it, and much of the gradient in the top eigenvectors.
-
-The table's ``section`` column: ``density`` (one row per grid point, stage and source),
-``top`` (one row per top eigenvalue) and ``stats`` (one row per stage and source).
 """
 
 from __future__ import annotations
@@ -167,8 +163,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     sample = rm.simulate(params, seed=config.seed)
     ov = rm.gradient_overlap(sample.hessian, sample.gradient)
     exact = ov.eigenvalues
-    h_mat = sample.hessian
-    res = stochastic_lanczos_quadrature(lambda v: h_mat @ v, params.dim,
+    res = stochastic_lanczos_quadrature(lambda v: sample.hessian @ v, params.dim,
                                         num_probes=config.num_probes,
                                         num_steps=config.num_steps, seed=config.seed)
     grid, h = _grid(exact, config)
@@ -243,31 +238,25 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     style_axis(ax, yscale="log", ylim=(1e-8, None), xlabel=r"Hessian eigenvalue $\lambda$",
                title="(b) random model", legend={"fontsize": 7})
 
-    ax = axes[0][2]
+    ax_top, ax_cos = axes[0][2], axes[0][3]
     for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
             ["source", "stage"], sort=False):
         g = g.sort_values("index")
         lam = g["eigenvalue"].to_numpy()
         n_out = st[(st["source"] == src) & (st["stage"] == stage)]["num_outliers"]
-        lab = f"{'network, ' + stage if src == 'network' else 'random model'}"
-        if not n_out.empty:
-            lab += f" ({int(n_out.iloc[0])} outliers)"
-        ax.plot(g["index"], lam / lam[0], "o-", markersize=2.5, color=stage_color[stage],
-                label=lab)
+        lab = f"network, {stage}" if src == "network" else "random model"
+        outliers = "" if n_out.empty else f" ({int(n_out.iloc[0])} outliers)"
+        style = {"markersize": 2.5, "color": stage_color[stage]}
+        ax_top.plot(g["index"], lam / lam[0], "o-", **style, label=lab + outliers)
+        ax_cos.plot(g["index"], np.cumsum(g["cosine"].to_numpy() ** 2), "o-", **style,
+                    label=lab)
     if not st.empty:
-        ax.axvline(float(st["num_classes"].iloc[0]), color="0.5", linestyle=":",
-                   linewidth=0.8)
-    style_axis(ax, yscale="log", xlabel="eigenvalue index $i$", ylabel=r"$\lambda_i / \lambda_1$",
-               title="(c) top eigenvalues (Lanczos / exact)", legend={"fontsize": 6.5})
-
-    ax = axes[0][3]
-    for (src, stage), g in top[top["source"].isin(["network", "random-model"])].groupby(
-            ["source", "stage"], sort=False):
-        g = g.sort_values("index")
-        ax.plot(g["index"], np.cumsum(g["cosine"].to_numpy() ** 2), "o-", markersize=2.5,
-                color=stage_color[stage],
-                label="random model" if src == "random-model" else f"network, {stage}")
-    style_axis(ax, ylim=(0, 1.02), xlabel="eigenvalue index $i$",
+        ax_top.axvline(float(st["num_classes"].iloc[0]), color="0.5", linestyle=":",
+                       linewidth=0.8)
+    style_axis(ax_top, yscale="log", xlabel="eigenvalue index $i$",
+               ylabel=r"$\lambda_i / \lambda_1$", title="(c) top eigenvalues (Lanczos / exact)",
+               legend={"fontsize": 6.5})
+    style_axis(ax_cos, ylim=(0, 1.02), xlabel="eigenvalue index $i$",
                ylabel=r"$\sum_{j\leq i}\cos^2(\nabla L, v_j)$",
                title="(d) gradient power in the top eigenvectors", legend={"fontsize": 7})
     return save_figure(fig, fig_dir, "hessian_spectrum")

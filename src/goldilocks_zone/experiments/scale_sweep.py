@@ -11,9 +11,6 @@ modified) and record :math:`\kappa = \operatorname{Tr}/\|\cdot\|_F` and
 
 Expected result: :math:`\kappa \approx 0` and :math:`\pi \approx 1/2` at both ends of the grid
 (H-term dominated), a clear positive peak of :math:`\kappa` in between — the Goldilocks zone.
-
-The pieces shared with P1's other curvature experiments live in
-:mod:`goldilocks_zone.experiments._shared.curvature_sweep`.
 """
 
 from __future__ import annotations

@@ -100,31 +100,24 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
 
     alphas = scale_grid(config.log10_range, config.per_decade)
     rows: list[dict[str, Any]] = []
-    gaps: list[float] = []
-    residuals: list[float] = []
     for seed, problem, basis in seed_setups(config, ctx):
         h = homogeneity(problem.model)
-        if h.is_homogeneous:
-            degree = int(h.degree)
-        else:
-            degree = config.nominal_degree or max(weight_layer_count(problem.model), 1)
+        degree = (int(h.degree) if h.is_homogeneous
+                  else config.nominal_degree or max(weight_layer_count(problem.model), 1))
         ctx.record("degree", {"L": degree, "homogeneous": h.is_homogeneous, "reason": h.reason})
         temperatures = [a ** (-degree) for a in alphas]
-        do_equivalence = config.equivalence and h.is_homogeneous
         if config.equivalence and not h.is_homogeneous:
             ctx.record("equivalence_note",
                        f"scale/temperature overlay skipped: {config.model} is not positively "
                        f"homogeneous ({h.reason}); the temperature grid uses L={degree}")
         reference: dict[int, tuple[float, torch.Tensor]] = {}
         jobs = [("temperature", s, i) for s in config.scales for i in range(len(alphas))]
-        if do_equivalence:
+        if config.equivalence and h.is_homogeneous:
             jobs += [("scale", a, i) for i, a in enumerate(alphas)]
         for sweep, value, i in ctx.progress(jobs, total=len(jobs),
                                             desc=f"temperature-sweep seed {seed}"):
-            if sweep == "temperature":
-                scale, temperature = float(value), float(temperatures[i])
-            else:
-                scale, temperature = float(value), 1.0
+            scale = float(value)
+            temperature = float(temperatures[i]) if sweep == "temperature" else 1.0
             curv = subspace_curvature(problem.model, problem.data, basis, scale=scale,
                                       temperature=temperature, batch_size=config.batch_size)
             (row,) = curvature_rows(curv, ("hessian",), sweep=sweep, scale=scale,
@@ -141,12 +134,9 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                 resid = resid / denom if denom > 0 else resid
                 row.update(equivalent_temperature=temperatures[i], kappa_gap=gap,
                            identity_residual=resid)
-                if math.isfinite(gap):
-                    gaps.append(gap)
-                if math.isfinite(resid):
-                    residuals.append(resid)
             rows.append(row)
     table = pd.DataFrame(rows)
+    gaps, residuals = (table[c][np.isfinite(table[c])] for c in ("kappa_gap", "identity_residual"))
     summary: dict[str, Any] = {}
     ref = table[(table["sweep"] == "temperature") & (table["scale"] == 1.0)]
     if not ref.empty:
@@ -157,12 +147,12 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
         summary.update(peak_kappa=zone.peak_kappa, temperature_at_peak=zone.peak_x,
                        zone=list(zone.bounds) if zone.bounds is not None else None,
                        all_non_finite=zone.all_non_finite)
-    if gaps:
-        summary["max_kappa_gap_scale_vs_temperature"] = max(gaps)
-        summary["max_hessian_identity_residual"] = max(residuals) if residuals else math.nan
-        ctx.record("equivalence", {"max_kappa_gap": max(gaps),
-                                   "max_identity_residual": summary[
-                                       "max_hessian_identity_residual"],
+    if len(gaps):
+        max_gap = float(gaps.max())
+        max_residual = float(residuals.max()) if len(residuals) else math.nan
+        summary.update(max_kappa_gap_scale_vs_temperature=max_gap,
+                       max_hessian_identity_residual=max_residual)
+        ctx.record("equivalence", {"max_kappa_gap": max_gap, "max_identity_residual": max_residual,
                                    "pairs": len(gaps)})
     ctx.record("summary", summary)
     return table

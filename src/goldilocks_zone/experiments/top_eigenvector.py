@@ -13,10 +13,6 @@ companion, the root mean square over units (``statistic="rms"``).
 
 Sign convention: an eigenvector is defined up to sign; we flip :math:`v` so that its mean
 first-layer image has a non-negative inner product with the mean training image.
-
-Rows: long format, one per (scale, seed, statistic, row, col) with ``value``, and the per-run
-columns ``eigenvalue``, ``residual``, ``converged``, ``iterations``, ``first_layer_share``
-(:math:`\|v_{W_1}\|^2`), ``loss`` and ``accuracy`` at that scale.
 """
 
 from __future__ import annotations
@@ -129,8 +125,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
             "mean_entropy": ev.mean_entropy,
         }
         for stat in STATISTICS:
-            img = images[stat]
-            for (r, c), value in np.ndenumerate(img):
+            for (r, c), value in np.ndenumerate(images[stat]):
                 rows.append({**info, "statistic": stat, "row": r, "col": c,
                              "value": float(value)})
         summary[f"alpha={scale:g} seed={seed}"] = (

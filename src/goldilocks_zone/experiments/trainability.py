@@ -24,8 +24,7 @@ Labels (one per run, from its logged history; applied in this order, first match
    majority-class rate of the training data and :math:`\tau` = ``trained_fraction``.
 5. ``stalled``: none of the above (finite, moving, but not learning enough).
 
-Rows: one per logged step and run (columns ``scale, seed, lr, step, train_loss, ...,
-label, is_final``). A run that diverges is data: its last row carries the non-finite values.
+A run that diverges is data: its last logged row carries the non-finite values.
 """
 
 from __future__ import annotations
@@ -176,13 +175,11 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                           lazy_cosine=config.lazy_cosine,
                           zero_logit_threshold=config.zero_logit_threshold,
                           explode_factor=config.explode_factor, diverged=result.diverged)
-        history.insert(0, "seed", seed)
-        history.insert(0, "scale", scale)
-        history.insert(2, "lr", lr)
-        history.insert(3, "depth", depth)
+        for i, (column, value) in enumerate(
+                {"scale": scale, "seed": seed, "lr": lr, "depth": depth}.items()):
+            history.insert(i, column, value)
         history["label"] = label
-        history["is_final"] = False
-        history.loc[history.index[-1], "is_final"] = True
+        history["is_final"] = np.arange(len(history)) == len(history) - 1
         rows.extend(history.to_dict("records"))
         last = history.iloc[-1]
         summary_rows.append((scale, seed, label, float(last["train_accuracy"]),
