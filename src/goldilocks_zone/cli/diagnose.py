@@ -213,9 +213,7 @@ def main(argv: list[str]) -> int:
 def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
                   started: float) -> list[Path]:
     from goldilocks_zone.diagnosis.folder import write_run_folder
-    from goldilocks_zone.files import atomic_write_text
     from goldilocks_zone.sweep.runner import run_provenance
-    from goldilocks_zone.sweep.store import write_results
 
     config = {k: v for k, v in vars(args).items() if k not in ("out", "json", "no_progress")}
     manifest = {
@@ -229,5 +227,4 @@ def _write_folder(out: Path, result, args: argparse.Namespace, argv: list[str],
                          started),
         "timings": {"run_seconds": result.seconds, "total_seconds": time.time() - started},
     }
-    return write_run_folder(out, result, manifest, write_results=write_results,
-                            write_text=atomic_write_text)
+    return write_run_folder(out, result, manifest)

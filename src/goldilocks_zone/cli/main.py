@@ -160,8 +160,8 @@ def _cmd_run(argv: list[str]) -> int:
         return 2
 
     from goldilocks_zone.cli.sweep import EXIT_USAGE, EXIT_WRITE_ERROR
+    from goldilocks_zone.files import StoreWriteError, make_dir
     from goldilocks_zone.sweep.runner import run_experiment
-    from goldilocks_zone.sweep.store import StoreWriteError, make_dir
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -236,7 +236,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     try:
         if kind == "diagnosis":
             from goldilocks_zone.diagnosis.folder import redraw
-            from goldilocks_zone.sweep.store import write_figures
+            from goldilocks_zone.files import write_figures
 
             paths, _ = write_figures(Path(args.dir),
                                      lambda fig_dir: (redraw(args.dir, fig_dir), []))

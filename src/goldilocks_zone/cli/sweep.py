@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from goldilocks_zone.files import StoreWriteError
 from goldilocks_zone.sweep.spec import SpecError
-from goldilocks_zone.sweep.store import StoreWriteError
 
 #: Exit codes (documented in docs/sweeps.md).
 EXIT_OK, EXIT_POINT_FAILED, EXIT_USAGE, EXIT_WRITE_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130

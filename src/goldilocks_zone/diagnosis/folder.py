@@ -6,16 +6,14 @@
     DIR/report.txt             the plain-language report
     DIR/figures/diagnosis.png|.pdf
 
-``goldilocks plot DIR`` redraws the figure from the table and summary (:func:`redraw`). The
-writers are passed in by the caller (the command line uses the run layer's one atomic result
-writer), so this module stays below the sweep layer.
+``goldilocks plot DIR`` redraws the figure from the table and summary (:func:`redraw`). Every
+file is written by the package's atomic writer (:mod:`goldilocks_zone.files`).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +21,23 @@ import pandas as pd
 
 from goldilocks_zone.diagnosis.figure import draw
 from goldilocks_zone.diagnosis.report import Diagnosis
+from goldilocks_zone.files import (
+    FIGURES,
+    MANIFEST,
+    RESULTS_CSV,
+    RESULTS_PARQUET,
+    atomic_write_text,
+    write_results,
+)
 
 __all__ = ["KIND", "check_out_dir", "redraw", "remove_stale", "write_run_folder"]
 
 KIND = "diagnosis"
-MANIFEST = "manifest.json"
 SUMMARY = "diagnosis.json"
 REPORT = "report.txt"
-TABLE_CSV, TABLE_PARQUET = "results.csv", "results.parquet"
-FIGURE = Path("figures") / "diagnosis.png"
+FIGURE = Path(FIGURES) / "diagnosis.png"
 #: Everything a diagnosis writes (and what older versions wrote): removed before a rerun.
-OWNED = (MANIFEST, SUMMARY, REPORT, TABLE_CSV, TABLE_PARQUET, str(FIGURE),
+OWNED = (MANIFEST, SUMMARY, REPORT, RESULTS_CSV, RESULTS_PARQUET, str(FIGURE),
          str(FIGURE.with_suffix(".pdf")), "temperature_sweep.csv", "scale_sweep.csv",
          "diagnosis.png", "diagnosis.pdf")
 
@@ -68,16 +72,14 @@ def remove_stale(out: Path) -> list[Path]:
     return removed
 
 
-def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any], *,
-                     write_results: Callable[..., dict[str, Any]],
-                     write_text: Callable[[Path, str], None]) -> list[Path]:
+def write_run_folder(out: Path, result: Diagnosis, manifest: dict[str, Any]) -> list[Path]:
     """Write summary and report, then table, figure and (last, so that a folder with a
-    manifest is complete) the manifest with ``"kind": "diagnosis"``, through the caller's
-    writers (e.g. :func:`goldilocks_zone.sweep.store.write_results`). Returns the figure
-    paths."""
+    manifest is complete) the manifest with ``"kind": "diagnosis"``, all through the package's
+    atomic writer (:func:`goldilocks_zone.files.write_results`, the writer of ``goldilocks
+    run``'s folders too). Returns the figure paths."""
     summary = result.summary()
-    write_text(out / SUMMARY, json.dumps(summary, indent=2, allow_nan=True))
-    write_text(out / REPORT, result.report() + "\n")
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, allow_nan=True))
+    atomic_write_text(out / REPORT, result.report() + "\n")
     written = write_results(out, result.table, {**manifest, "kind": KIND,
                                                 "num_rows": len(result.table)},
                             draw=lambda fig_dir: (draw(result.table, summary,
@@ -94,9 +96,9 @@ def redraw(out: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
         raise FileNotFoundError(f"{summary_path} not found: {out} is not a folder written by "
                                 "'goldilocks diagnose --out'")
     summary = json.loads(summary_path.read_text())
-    if (out / TABLE_PARQUET).exists():
-        table = pd.read_parquet(out / TABLE_PARQUET)
+    if (out / RESULTS_PARQUET).exists():
+        table = pd.read_parquet(out / RESULTS_PARQUET)
     else:
-        table = pd.read_csv(out / TABLE_CSV)
+        table = pd.read_csv(out / RESULTS_CSV)
     return draw(table, summary, Path(fig_dir) / FIGURE.name if fig_dir else out / FIGURE)
 

@@ -39,7 +39,6 @@ consecutive skips the next due measurement is tried again (load on a shared mach
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
@@ -404,21 +403,16 @@ class CurvatureMonitor:
                 "lanczos_tol": self.lanczos_tol, "model": type(self.model).__name__}
 
     def save(self, out_dir: str | Path) -> list[Path]:
-        """Write ``results.csv``, ``results.parquet`` and ``manifest.json`` to ``out_dir``, each
-        through the package's atomic writer (:mod:`goldilocks_zone.files`): a reader never
-        sees a half-written file.
+        """Write ``results.csv``, ``results.parquet`` and ``manifest.json`` to ``out_dir`` with
+        the package's results-folder writer (:func:`goldilocks_zone.files.write_results`, the
+        writer of ``goldilocks run``'s folders: atomic files, provenance-ready manifest).
 
         The manifest names the ``training-geometry`` experiment, so ``goldilocks plot
         out_dir`` draws the monitored curves with that experiment's figure."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        table = self.table()
-        paths = [out / "results.csv", out / "results.parquet", out / "manifest.json"]
-        files.atomic_write_text(paths[0], table.to_csv(index=False))
-        files.atomic_write_bytes(paths[1], table.to_parquet(index=False))
         # The figure is training-geometry's, drawn from the table alone (its config at the
         # defaults); what the monitor measured with is kept beside it.
-        manifest = {"experiment": "training-geometry", "source": "CurvatureMonitor",
-                    "config": {}, "monitor": self.config()}
-        files.atomic_write_text(paths[2], json.dumps(manifest, indent=2, default=str))
-        return paths
+        files.write_results(out, self.table(), {
+            "experiment": "training-geometry", "source": "CurvatureMonitor", "config": {},
+            "monitor": self.config()})
+        return [out / files.RESULTS_CSV, out / files.RESULTS_PARQUET, out / files.MANIFEST]

@@ -10,7 +10,12 @@ Layers: :mod:`.spec` (parse, validate, expand), :mod:`.worker` (compute one poin
 (run a sweep), :mod:`.collect` (merge, manifest, figures), :mod:`.cli` (command line).
 """
 
-from goldilocks_zone.files import StoreWriteError, atomic_write_bytes, atomic_write_text
+from goldilocks_zone.files import (
+    StoreWriteError,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_results,
+)
 from goldilocks_zone.sweep.collect import Collected, collect, merge_points
 from goldilocks_zone.sweep.engine import SweepReport, make_executor, run_sweep
 from goldilocks_zone.sweep.executors import DaskExecutor, ExecutorError, LocalExecutor, Task
@@ -23,7 +28,7 @@ from goldilocks_zone.sweep.spec import (
     point_key,
     resolve_experiment,
 )
-from goldilocks_zone.sweep.store import CorruptPointWarning, PointStore, write_results
+from goldilocks_zone.sweep.store import CorruptPointWarning, PointStore
 from goldilocks_zone.sweep.worker import compute_point, payload_to_table, table_to_payload
 
 __all__ = [

@@ -24,13 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+from goldilocks_zone.files import MANIFEST, write_results
 from goldilocks_zone.sweep.spec import SpecError, resolve_experiment
-from goldilocks_zone.sweep.store import (
-    MANIFEST,
-    PointStore,
-    read_manifest,
-    write_results,
-)
+from goldilocks_zone.sweep.store import PointStore, read_manifest
 from goldilocks_zone.sweep.worker import DONE, FAILED, payload_to_table
 
 POINT_KEY = "point_key"
@@ -176,7 +172,7 @@ def collect(out_dir: str | Path, *, plot: bool = True,
             run_info: dict[str, Any] | None = None) -> Collected:
     """Merge the done points of sweep folder ``out_dir`` into ``results.csv`` /
     ``results.parquet``, write ``manifest.json`` and (if ``plot``) the figures, all through
-    :func:`goldilocks_zone.sweep.store.write_results` (the writer of ``goldilocks run`` too).
+    :func:`goldilocks_zone.files.write_results` (the writer of ``goldilocks run`` too).
 
     Safe to run at any time, also while a sweep is running (it reads committed points only)
     and while other collects run (every file is replaced atomically under a unique temp name,

@@ -2,7 +2,7 @@
 
 The folder (``results.csv``, ``results.parquet``, ``manifest.json``, ``figures/``) is laid out
 as in :mod:`goldilocks_zone.sweep.store`. Running one experiment is a one-point sweep as far as
-results go: both are written by :func:`goldilocks_zone.sweep.store.write_results`.
+results go: both are written by :func:`goldilocks_zone.files.write_results`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import Experiment, RunContext, config_to_dict, get
-from goldilocks_zone.sweep.store import (
+from goldilocks_zone.files import (
     FIGURES,
     MANIFEST,
     RESULTS_CSV,
     RESULTS_PARQUET,
-    read_manifest,
     write_figures,
     write_results,
 )
+from goldilocks_zone.sweep.store import read_manifest
 
 __all__ = ["FIGURES", "MANIFEST", "RESULTS_CSV", "RESULTS_PARQUET", "draw_figures",
            "load_results", "replot", "run_experiment"]

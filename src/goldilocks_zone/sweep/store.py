@@ -32,15 +32,19 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from goldilocks_zone import files
-from goldilocks_zone.files import TMP_SUFFIX, StoreWriteError, atomic_write_text
+from goldilocks_zone.files import (
+    MANIFEST,
+    TMP_SUFFIX,
+    StoreWriteError,
+    atomic_write_text,
+    make_dir,
+)
 from goldilocks_zone.sweep.spec import SpecError, SweepSpec, canonical_json
 from goldilocks_zone.sweep.worker import DONE, FAILED
 
@@ -48,10 +52,6 @@ SWEEP_FILE = "sweep.json"
 POINTS_DIR = "points"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-RESULTS_CSV = "results.csv"
-RESULTS_PARQUET = "results.parquet"
-MANIFEST = "manifest.json"
-FIGURES = "figures"
 CHECKSUM = "checksum"
 #: A temporary file or folder untouched for this long belongs to a dead writer.
 STALE_SECONDS = 3600.0
@@ -63,98 +63,6 @@ class CorruptPointWarning(UserWarning):
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
-
-
-def make_dir(path: Path) -> Path:
-    """``mkdir -p`` that reports a failure as :class:`StoreWriteError`."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreWriteError(path, exc) from exc
-    return path
-
-
-# ------------------------------------------------------------------- results folders
-
-
-def write_table(table: Any, out_dir: Path) -> list[str]:
-    """Write ``results.csv`` then ``results.parquet`` atomically; return the problems that
-    are not write errors (a column pyarrow cannot type: the CSV is written, a stale parquet
-    file is removed so the two never disagree). Write errors raise :class:`StoreWriteError`."""
-    make_dir(out_dir)
-    atomic_write_text(out_dir / RESULTS_CSV, table.to_csv(index=False))
-    try:
-        data = table.to_parquet(None, index=False)
-    except Exception as exc:  # noqa: BLE001 - e.g. a column pyarrow cannot type
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(out_dir / RESULTS_PARQUET)
-        return [f"{RESULTS_PARQUET} not written: {type(exc).__name__}: {exc}"]
-    files.atomic_write_bytes(out_dir / RESULTS_PARQUET, data)
-    return []
-
-
-#: ``draw(fig_dir) -> (paths drawn, error messages)``
-Draw = Callable[[Path], "tuple[list[Path], list[str]]"]
-
-
-def write_figures(out_dir: Path, draw: Draw) -> tuple[list[Path], list[str]]:
-    """Draw figures into a private temporary folder, then publish every file into
-    ``out_dir/figures`` with :func:`atomic_write_bytes` (so concurrent collects never expose a
-    half-written figure). Returns the published paths (and the drawer's error messages); an
-    exception from ``draw`` propagates after the temporary folder is removed."""
-    make_dir(out_dir)
-    final = out_dir / FIGURES
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{FIGURES}.", suffix=TMP_SUFFIX, dir=out_dir))
-    except OSError as exc:
-        raise StoreWriteError(out_dir / FIGURES, exc) from exc
-    try:
-        drawn, errors = draw(tmp)
-        for src in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            target = final / src.relative_to(tmp)
-            make_dir(target.parent)
-            files.atomic_write_bytes(target, src.read_bytes())
-        published = [final / Path(p).relative_to(tmp) if Path(p).is_relative_to(tmp)
-                     else Path(p) for p in drawn]
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return published, list(errors)
-
-
-def write_results(out_dir: str | Path, table: Any, manifest: dict[str, Any], *,
-                  draw: Draw | None = None) -> dict[str, Any]:
-    """The one way a results folder is written, by ``goldilocks run`` and by collect:
-    the table (:func:`write_table`), then the figures (:func:`write_figures`, if ``draw``),
-    then the manifest, which records ``table_errors``, ``figures``, ``figure_errors`` and
-    ``timings.plot_seconds``. Returns the manifest as written."""
-    out = make_dir(Path(out_dir))
-    manifest = dict(manifest)
-    manifest["table_errors"] = write_table(table, out)
-    manifest.setdefault("figures", [])
-    manifest.setdefault("figure_errors", [])
-    if draw is not None:
-        started = time.time()
-        figures, errors = write_figures(out, draw)
-        manifest["timings"] = {**manifest.get("timings", {}),
-                               "plot_seconds": time.time() - started}
-        manifest["figures"] = [str(p.relative_to(out)) if p.is_relative_to(out) else str(p)
-                               for p in figures]
-        manifest["figure_errors"] = errors
-    atomic_write_text(out / MANIFEST,
-                      json.dumps(manifest, indent=2, default=_json_default, allow_nan=True))
-    return manifest
 
 
 def _read_json(path: Path, folder_kind: str) -> dict[str, Any]:
