@@ -177,11 +177,9 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                                           batch_size=config.batch_size,
                                           momentum=config.momentum, seed=seed, monitor=monitor)
             t = monitor.table()
-            t.insert(0, "model", name)
-            t.insert(1, "scale", scale)
-            t.insert(2, "seed", seed)
-            t.insert(3, "lr", lr)
-            t.insert(4, "depth", depth)
+            for i, (col, value) in enumerate({"model": name, "scale": scale, "seed": seed,
+                                              "lr": lr, "depth": depth}.items()):
+                t.insert(i, col, value)
             t.insert(6, "epoch", t["step"] / per_epoch)
             t["steps_per_epoch"] = per_epoch
             tables.append(t)
