@@ -97,12 +97,10 @@ def _spectrum_rows(sample, null_sample, seed: int) -> list[dict[str, Any]]:
 
     ov = gradient_overlap(sample.hessian, sample.gradient)
     null_ev = torch.linalg.eigvalsh(null_sample.hessian).flip(0)
-    cos = ov.cosines.numpy()
-    ev = ov.eigenvalues.numpy()
-    nev = null_ev.numpy()
-    return [{"section": "spectrum", "seed": seed, "index": i + 1, "eigenvalue": float(ev[i]),
-             "null_eigenvalue": float(nev[i]), "cosine": float(cos[i])}
-            for i in range(ev.shape[0])]
+    return [{"section": "spectrum", "seed": seed, "index": i + 1, "eigenvalue": ev,
+             "null_eigenvalue": nev, "cosine": cos}
+            for i, (ev, nev, cos) in enumerate(zip(ov.eigenvalues.tolist(), null_ev.tolist(),
+                                                   ov.cosines.tolist()))]
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
