@@ -83,18 +83,9 @@ class Config(TrainTestConfig, SeedsConfig):
             raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
-QUICK = {
-    "model": "mlp:32",
-    "dataset": "digits",
-    "num_samples": 1000,
-    "dims": (2, 8, 32, 128, 512),
-    "scales": (0.1, 1.0, 10.0, 100.0),
-    "fixed_dim": 32,
-    "steps": 300,
-    "batch_size": None,
-    "lr": 0.02,
-    "seeds": (0,),
-}
+QUICK = {"model": "mlp:32", "dataset": "digits", "num_samples": 1000,
+         "dims": (2, 8, 32, 128, 512), "scales": (0.1, 1.0, 10.0, 100.0), "fixed_dim": 32,
+         "steps": 300, "batch_size": None, "lr": 0.02, "seeds": (0,)}
 
 
 @with_cpu_threads

@@ -89,20 +89,9 @@ class Config(TrainTestConfig, DimConfig):
             raise ValueError(f"score_samples must be >= 1, got {self.score_samples}")
 
 
-QUICK = {
-    "model": "mlp:32",
-    "dataset": "digits",
-    "num_samples": 1000,
-    "num_inits": 30,
-    "dim": 10,
-    "score_samples": 400,
-    "top_fraction": 0.25,
-    "steps": 100,
-    "batch_size": None,
-    "eval_every": 5,
-    "speed_step": 20,
-    "target_accuracy": 0.8,
-}
+QUICK = {"model": "mlp:32", "dataset": "digits", "num_samples": 1000, "num_inits": 30, "dim": 10,
+         "score_samples": 400, "top_fraction": 0.25, "steps": 100, "batch_size": None,
+         "eval_every": 5, "speed_step": 20, "target_accuracy": 0.8}
 
 
 @with_cpu_threads

@@ -88,17 +88,8 @@ class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig)
         return 10.0 ** np.linspace(self.radius_lo, self.radius_hi, n)
 
 
-QUICK = {
-    "models": ("mlp:32", "mlp:32x32", "small-cnn"),
-    "activations": ("relu", "tanh"),
-    "datasets": ("digits",),
-    "num_samples": 400,
-    "radius_lo": -2.0,
-    "radius_hi": 2.0,
-    "per_decade": 2,
-    "dim": 20,
-    "seeds": (0, 1),
-}
+QUICK = {"models": ("mlp:32", "mlp:32x32", "small-cnn"), "activations": ("relu", "tanh"),
+         "datasets": ("digits",), "num_samples": 400, "per_decade": 2, "dim": 20, "seeds": (0, 1)}
 
 
 # --------------------------------------------------------------------------- run

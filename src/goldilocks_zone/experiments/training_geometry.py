@@ -96,16 +96,8 @@ class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
             raise ValueError("budget_s must be positive")
 
 
-QUICK = {
-    "num_samples": 2000,
-    "epochs": 3,
-    "monitor_every": 8,
-    "monitor_samples": 64,
-    "dim": 8,
-    "lanczos_iterations": 12,
-    "budget_s": 10.0,
-    "cnn_channels": (4, 8, 8),
-}
+QUICK = {"num_samples": 2000, "epochs": 3, "monitor_every": 8, "monitor_samples": 64, "dim": 8,
+         "lanczos_iterations": 12, "budget_s": 10.0, "cnn_channels": (4, 8, 8)}
 
 
 def _scaled_model(config: Config, name: str, input_shape, num_classes: int, seed: int,
