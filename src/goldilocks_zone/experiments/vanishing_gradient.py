@@ -110,24 +110,18 @@ class Config(DdofConfig, NetworkConfig, SubspaceConfig):
             raise ValueError("prior_scale must be positive")
 
 
-QUICK = {
-    "num_samples": 1500,
-    "num_priors": 120,
-    "prior_samples": 1000,
-}
+QUICK = {"num_samples": 1500, "num_priors": 120, "prior_samples": 1000}
 
 
 # ------------------------------------------------------------------------------ data sets
 
 
-def _load_full(name: str, like: Any | None, *, seed: int, size: int) -> Any:
+def _load_full(name: str, like: Any, *, seed: int, size: int) -> Any:
     """The training split of ``name``; for ``gaussian``, ``size`` fresh N(0, 1) inputs shaped
     like ``like``'s with its number of classes and a uniform prior."""
     from goldilocks_zone import data as data_lib
 
     if name == GAUSSIAN:
-        if like is None:
-            raise ValueError("the Gaussian data set needs a reference data set for its shape")
         return data_lib.load(GAUSSIAN, num_samples=size, seed=seed,
                              input_shape=tuple(like.input_shape), num_classes=like.num_classes)
     return data_lib.load(name, split="train")
@@ -515,12 +509,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             for (i, j), v in mean.items():
                 matrix[int(i), int(j)] = matrix[int(j), int(i)] = v
             image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
-            for i in range(n):
-                for j in range(n):
-                    if np.isfinite(matrix[i, j]):
-                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center",
-                                fontsize=6.5,
-                                color="white" if abs(matrix[i, j]) > 0.6 else "black")
+            for (i, j), v in np.ndenumerate(matrix):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
+                            color="white" if abs(v) > 0.6 else "black")
             ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
             ax.set_yticks(range(n), names if ax is axes[0, 0] else [""] * n, fontsize=7)
             ax.grid(False)

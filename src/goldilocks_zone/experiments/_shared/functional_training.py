@@ -17,10 +17,9 @@ from goldilocks_zone.curvature.functional import model_params as engine_params
 Params = dict[str, Tensor]
 
 
-def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
+def model_params(model: nn.Module) -> Params:
     """Fresh detached copies of the model's parameters (the model itself is never changed)."""
-    return {n: (p.to(dtype) if dtype is not None else p).clone()
-            for n, p in engine_params(model).items()}
+    return {n: p.clone() for n, p in engine_params(model).items()}
 
 
 def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
