@@ -158,10 +158,9 @@ def summarise(table: pd.DataFrame, top_k: int, label_margin: float) -> dict[str,
         out["num_outliers_label_blind"] = [int(v) for v in blind["num_outliers"]]
     sweep = table[table["section"] == "sigma_z"]
     if not sweep.empty:
-        g = sweep.groupby("sigma_z")[["positive_curvature", "top_eigenvalue"]].mean()
         from goldilocks_zone.theory.zone import find_zone
 
-        g = g.sort_index()
+        g = sweep.groupby("sigma_z")[["positive_curvature", "top_eigenvalue"]].mean()  # sorted
         sz = g.index.to_numpy(float)
         zone = find_zone(sz, g["positive_curvature"].to_numpy(float))
         out["peak_kappa"] = zone.peak_kappa
