@@ -132,7 +132,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                                   eval_every=config.eval_every)
         h = result.history
         reached = h.steps_to_reach(config.target_accuracy)
-        common = {
+        init_row = {
             "init": i, "init_seed": seed, "scale": scale,
             "radius": scale * parameter_radius(problem.model),
             "positive_curvature": stats.positive_curvature,
@@ -141,12 +141,10 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
             "steps_to_target": float(reached) if reached is not None else math.nan,
             "finite": result.finite,
         }
-        for k in range(len(h.step)):
-            rows.append(common | {
-                "step": int(h.step[k]), "train_loss": float(h.train_loss[k]),
-                "train_accuracy": float(h.train_accuracy[k]),
-                "test_accuracy": float(h.eval_accuracy[k]),
-            })
+        rows += [init_row | {"step": int(step), "train_loss": float(loss),
+                             "train_accuracy": float(acc), "test_accuracy": float(test_acc)}
+                 for step, loss, acc, test_acc in zip(h.step, h.train_loss, h.train_accuracy,
+                                                      h.eval_accuracy, strict=True)]
     table = pd.DataFrame(rows)
     comparison = compare(table, speed_step=config.speed_step, top_fraction=config.top_fraction,
                          steps=config.steps)
