@@ -14,9 +14,6 @@ samples (:class:`goldilocks_zone.theory.random_model.CosineAccumulator`, exact a
 
 Expected: :math:`q_{SLSC} > q_{SL} > q_{DL} \approx 0` for every dataset, architecture,
 activation and stage (the clustering that P2's random model assumes).
-
-:func:`~goldilocks_zone.training.minibatch.sgd_trajectory`, the small
-functional minibatch-SGD loop used here, is shared with ``simplex`` and ``hessian-spectrum``.
 """
 
 from __future__ import annotations
@@ -52,9 +49,6 @@ from goldilocks_zone.training.minibatch import sgd_trajectory
 STAGES = ("init", "trained")
 
 
-# --------------------------------------------------------------------------- shared helpers
-
-
 def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor,
                num_classes: int, *, chunk_size: int = 16):
     """:class:`~goldilocks_zone.theory.random_model.LogitGradientCosines` of the network at
@@ -88,7 +82,7 @@ class Config(SGDConfig, SeedsConfig, SamplesConfig, PrecisionConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("datasets", "models", "activations", "seeds"):
+        for name in ("datasets", "models", "activations"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must list at least one entry")
         if self.num_samples < 2:
@@ -116,12 +110,12 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     for ds_name, model_name, act, seed in ctx.progress(settings, total=len(settings),
                                                          desc="logit-clustering"):
         if ds_name not in cache:
-            cache[ds_name] = load_split(ds_name, train_samples=config.train_samples,
-                                        probe_samples=config.num_samples,
-                                        data_seed=config.data_seed, dtype=dtype)
-            tr, pr = cache[ds_name]
-            ctx.record(f"dataset:{ds_name}", {"train_samples": len(tr), "probe_samples": len(pr),
-                                              "fingerprint": tr.fingerprint})
+            train, probe = cache[ds_name] = load_split(
+                ds_name, train_samples=config.train_samples, probe_samples=config.num_samples,
+                data_seed=config.data_seed, dtype=dtype)
+            ctx.record(f"dataset:{ds_name}", {"train_samples": len(train),
+                                              "probe_samples": len(probe),
+                                              "fingerprint": train.fingerprint})
         train, probe = cache[ds_name]
         net = model_lib.create(model_name, tuple(train.input_shape), train.num_classes,
                                activation=act, bias=config.bias, init=config.init,

@@ -2,36 +2,21 @@
 
 Protocol (Fort & Scherlis 2019, SCIENCE.md §7): draw a Xavier initialisation θ_X of a network
 *with biases*, and evaluate the subspace Hessian H_R = Rᵀ ∇²L(r θ_X/‖θ_X‖) R on a fixed random
-d-dimensional basis R at radii r = ‖θ‖ on a log grid around the Xavier radius r_X = ‖θ_X‖. The
-rescaling is done by the curvature engine's ``scale`` argument (scale = r / r_X multiplies every
-parameter, biases included), so the model is never modified. Record the positive curvature
-κ = Tr H_R / ‖H_R‖_F and the fraction of positive eigenvalues π, plus the same for the
-Gauss-Newton G-term and H-term. Expected: κ and π are clearly positive on a shell of radii that
-contains r_X, and κ ≈ 0 (π ≈ 1/2) far inside and far outside it. The Kaiming radius r_K (‖θ‖ of
-a Kaiming initialisation of the same architecture and seed) is recorded and marked too.
+d-dimensional basis R at radii r = ‖θ‖ on a log grid around the Xavier radius r_X = ‖θ_X‖ (the
+curvature engine's ``scale`` = r / r_X multiplies every parameter, biases included; the model
+is never modified). Record κ = Tr H_R / ‖H_R‖_F and the fraction of positive eigenvalues π, the
+same for the Gauss-Newton G- and H-term with their spectral norms, and the Kaiming radius r_K
+(‖θ‖ of a Kaiming init of the same architecture and seed). Networks are architecture specs: a
+registered model name (``small-cnn``, ...) or ``mlp:W1xW2x...`` (hidden widths).
 
-What sets the two ends (keep κ and the spectral norms of both Gauss-Newton terms in the table to
-tell them apart):
-
-* far outside, the softmax saturates, the G-term dies (M_s → 0) and κ → κ(H-term), which is
-  ≈ 0 up to a random-subspace fluctuation of order √(2/d); a rare sample whose top two logits
-  nearly tie can keep G alive at one seed;
-* far inside, with biases the limit s → 0 is *not* automatically κ = 0. The logits tend to the
-  readout bias (zero at init), p → uniform, and both terms tend to finite matrices: the G-term
-  of the readout bias, R_bᵀ M̄ R_b (PSD, so κ > 0; R_b are the readout-bias rows of R), and an
-  H-term from the couplings between readout weights and the last hidden biases, weighted by the
-  per-sample residuals p_s − y_s (for tanh: by p̄ − q). Where the H-term wins (the
-  fully-connected nets of P3) κ ≈ 0 inside; where the readout-bias G-term wins (e.g. the small
-  CNN on 8×8 digits) a plateau of positive κ remains at small radii.
-
-Measured (mnist-5k, 500 samples, d = 20, one seed, radii 10^-2..10^2 × r_X): κ at the Xavier
-radius / innermost / outermost radius is 3.94 / 0.39 / 1.00 for ``mlp:100`` ReLU, 2.22 / 0.30 /
-0.22 for tanh, 3.60 / 1.33 / 0.02 for ``mlp:100x100`` ReLU; the ``small-cnn`` stays near
-κ ≈ 1 from 0.01 to 10 × r_X (readout-bias plateau inside) and turns negative outside.
-
-Networks are given as *architecture specs*: a registered model name (``small-cnn``,
-``lenet-5``, ...) or ``mlp:W1xW2x...`` for a fully-connected net with hidden widths W1, W2, ...
-(``mlp:100`` is one hidden layer of 100 units).
+Expected: κ and π clearly positive on a shell of radii that contains r_X; κ ≈ 0 (π ≈ 1/2) far
+outside, where the softmax saturates and the G-term dies. Far inside, with biases, κ → 0 only
+where the H-term of readout-weight × last-hidden-bias couplings wins (P3's fully-connected
+nets); where the readout-bias G-term wins (e.g. the small CNN on 8×8 digits) a plateau of
+positive κ remains (docs/experiments.md). Measured (mnist-5k, 500 samples, d = 20, one seed,
+radii 10^-2..10^2 × r_X): κ at r_X / innermost / outermost radius is 3.94 / 0.39 / 1.00 for
+``mlp:100`` ReLU, 2.22 / 0.30 / 0.22 for tanh, 3.60 / 1.33 / 0.02 for ``mlp:100x100`` ReLU; the
+``small-cnn`` stays near κ ≈ 1 from 0.01 to 10 × r_X and turns negative outside.
 """
 
 from __future__ import annotations
@@ -59,7 +44,7 @@ from goldilocks_zone.experiments._shared.config import (
     ThreadsConfig,
     common,
 )
-from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
+from goldilocks_zone.experiments._shared.plotting import band, new_figure, save_figure, style_axis
 
 # --------------------------------------------------------------------------- config
 
@@ -93,8 +78,8 @@ class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig)
         if not self.radius_lo < 0.0 < self.radius_hi:
             raise ValueError(f"the radius grid must straddle the Xavier radius: need "
                              f"radius_lo < 0 < radius_hi, got {self.radius_lo}, {self.radius_hi}")
-        if self.per_decade < 1 or self.dim < 1 or self.num_samples < 1:
-            raise ValueError("per_decade, dim and num_samples must be positive")
+        if self.per_decade < 1:  # dim and num_samples: DimConfig, SamplesConfig
+            raise ValueError(f"per_decade must be >= 1, got {self.per_decade}")
 
     @property
     def relative_radii(self) -> np.ndarray:
@@ -103,17 +88,8 @@ class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig)
         return 10.0 ** np.linspace(self.radius_lo, self.radius_hi, n)
 
 
-QUICK = {
-    "models": ("mlp:32", "mlp:32x32", "small-cnn"),
-    "activations": ("relu", "tanh"),
-    "datasets": ("digits",),
-    "num_samples": 400,
-    "radius_lo": -2.0,
-    "radius_hi": 2.0,
-    "per_decade": 2,
-    "dim": 20,
-    "seeds": (0, 1),
-}
+QUICK = {"models": ("mlp:32", "mlp:32x32", "small-cnn"), "activations": ("relu", "tanh"),
+         "datasets": ("digits",), "num_samples": 400, "per_decade": 2, "dim": 20, "seeds": (0, 1)}
 
 
 # --------------------------------------------------------------------------- run
@@ -165,10 +141,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     return table
 
 
-def _xavier_index(rel: np.ndarray) -> int:
-    return int(np.argmin(np.abs(np.log10(rel))))
-
-
 def shell_table(table: pd.DataFrame, *, column: str = "positive_curvature",
                 level: float = 0.5) -> pd.DataFrame:
     """Per network (architecture, activation, dataset), seed-averaged: κ at the Xavier radius,
@@ -186,7 +158,7 @@ def shell_table(table: pd.DataFrame, *, column: str = "positive_curvature",
         vals = curve.to_numpy(float)
         zone = find_zone(rel, vals, fraction=level)
         shell = zone.bounds if zone.bounds is not None else (np.nan, np.nan)
-        ix = _xavier_index(rel)
+        ix = int(np.argmin(np.abs(np.log10(rel))))  # the Xavier radius
         out.append(dict(zip(keys, key)) | {
             "at_xavier": float(vals[ix]), "innermost": float(vals[0]),
             "outermost": float(vals[-1]), "peak": zone.peak_kappa,
@@ -248,12 +220,8 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                     grp = sub[sub["architecture"] == arch]
                     if grp.empty:
                         continue
-                    stats = grp.groupby("relative_radius")[column].agg(["mean", "min", "max"])
-                    ax.plot(stats.index, stats["mean"], "-o", ms=2.5, lw=1.2,
-                            color=colors[arch], label=arch)
-                    if grp["seed"].nunique() > 1:
-                        ax.fill_between(stats.index, stats["min"], stats["max"],
-                                        color=colors[arch], alpha=0.15, lw=0)
+                    band(ax, grp, "relative_radius", column, color=colors[arch], label=arch,
+                         alpha=0.15, markersize=2.5, lw=1.2)
                     rk = float((grp["kaiming_radius"] / grp["xavier_radius"]).mean())
                     ax.axvline(rk, color=colors[arch], ls=":", lw=0.9)
                 ax.axvline(1.0, color="k", ls="--", lw=0.9)

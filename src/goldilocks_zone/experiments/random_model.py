@@ -97,12 +97,10 @@ def _spectrum_rows(sample, null_sample, seed: int) -> list[dict[str, Any]]:
 
     ov = gradient_overlap(sample.hessian, sample.gradient)
     null_ev = torch.linalg.eigvalsh(null_sample.hessian).flip(0)
-    cos = ov.cosines.numpy()
-    ev = ov.eigenvalues.numpy()
-    nev = null_ev.numpy()
-    return [{"section": "spectrum", "seed": seed, "index": i + 1, "eigenvalue": float(ev[i]),
-             "null_eigenvalue": float(nev[i]), "cosine": float(cos[i])}
-            for i in range(ev.shape[0])]
+    return [{"section": "spectrum", "seed": seed, "index": i + 1, "eigenvalue": ev,
+             "null_eigenvalue": nev, "cosine": cos}
+            for i, (ev, nev, cos) in enumerate(zip(ov.eigenvalues.tolist(), null_ev.tolist(),
+                                                   ov.cosines.tolist()))]
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
@@ -160,10 +158,9 @@ def summarise(table: pd.DataFrame, top_k: int, label_margin: float) -> dict[str,
         out["num_outliers_label_blind"] = [int(v) for v in blind["num_outliers"]]
     sweep = table[table["section"] == "sigma_z"]
     if not sweep.empty:
-        g = sweep.groupby("sigma_z")[["positive_curvature", "top_eigenvalue"]].mean()
         from goldilocks_zone.theory.zone import find_zone
 
-        g = g.sort_index()
+        g = sweep.groupby("sigma_z")[["positive_curvature", "top_eigenvalue"]].mean()  # sorted
         sz = g.index.to_numpy(float)
         zone = find_zone(sz, g["positive_curvature"].to_numpy(float))
         out["peak_kappa"] = zone.peak_kappa

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from goldilocks_zone.curvature.functional import FunctionalModel
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
 from goldilocks_zone.experiments._shared.config import (
@@ -117,22 +116,22 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).nan_to_num(0.0).sum(-1)
 
 
-def _simplex_rows(logits3: torch.Tensor, labels: torch.Tensor, **keys: Any
-                  ) -> list[dict[str, Any]]:
+def _simplex_rows(logits: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor,
+                  **keys: Any) -> list[dict[str, Any]]:
+    """One row per sample: the softmax over the logits of ``classes`` (a point of the
+    2-simplex), its entropy and the label's position in ``classes``."""
+    logits3 = logits[:, classes]
     p = torch.softmax(logits3.to(torch.float64), -1).numpy()
     ent = _entropy(logits3).numpy()
-    y = labels.numpy()
+    y = (labels[:, None] == classes[None, :]).to(torch.int64).argmax(1).numpy()
     return [{"section": "simplex", **keys, "sample": i, "label": int(y[i]), "p0": float(p[i, 0]),
              "p1": float(p[i, 1]), "p2": float(p[i, 2]), "entropy": float(ent[i])}
             for i in range(p.shape[0])]
 
 
-def _logits(net: torch.nn.Module, theta: dict[str, torch.Tensor], x: torch.Tensor
-            ) -> torch.Tensor:
-    """Logits of ``net`` at parameters ``theta`` (eval mode; the network is not touched)."""
-    fm = FunctionalModel(net, params=theta)
-    with torch.no_grad(), fm.mode():
-        return fm(x)
+def _norm(theta: dict[str, torch.Tensor]) -> float:
+    """‖θ‖₂ over all parameters, in float64."""
+    return float(torch.cat([t.reshape(-1) for t in theta.values()]).to(torch.float64).norm())
 
 
 def run(config: Config, ctx: RunContext) -> pd.DataFrame:
@@ -140,6 +139,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     from goldilocks_zone.experiments._shared.functional_training import (
         accuracy_and_loss,
         load_split,
+        logits_at,
         model_params,
         per_sample_jacobians,
     )
@@ -162,7 +162,6 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     cls = torch.tensor(config.classes)
     in3 = torch.isin(probe.targets, cls)
     x3, y3 = probe.inputs[in3], probe.targets[in3]
-    y3_local = (y3[:, None] == cls[None, :]).to(torch.int64).argmax(1)
     jac_x = probe.inputs[:config.jacobian_samples]
     steps = checkpoint_steps(config.train_steps, config.num_checkpoints,
                              config.simplex_fractions)
@@ -172,7 +171,7 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                           lr=config.lr, batch_size=config.batch_size, seed=config.seed,
                           yield_at=steps)
     for step, theta in ctx.progress(traj, total=len(steps), desc="simplex: training"):
-        z = _logits(net, theta, probe.inputs).to(torch.float64)
+        z = logits_at(net, theta, probe.inputs).to(torch.float64)
         lengths = torch.cat([j.to(torch.float64).norm(dim=-1).reshape(-1)
                              for j in per_sample_jacobians(net, theta, jac_x)])
         acc, loss = accuracy_and_loss(net, theta, train.inputs, train.targets)
@@ -180,31 +179,28 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                      "logit_variance": float(z.var(unbiased=False)),
                      "logit_std": float(z.std(unbiased=False)),
                      "gradient_length": float(lengths.mean()),
-                     "weight_norm": float(torch.cat([t.reshape(-1) for t in theta.values()])
-                                          .to(torch.float64).norm()),
+                     "weight_norm": _norm(theta),
                      "mean_entropy": float(_entropy(z).mean()), "train_loss": loss,
                      "train_accuracy": acc})
         if step in stage_steps:
-            z3 = _logits(net, theta, x3)[:, cls]
-            rows.extend(_simplex_rows(z3, y3_local, source="network", stage=f"step {step}",
-                                      step=step, fraction=stage_steps[step]))
+            rows.extend(_simplex_rows(logits_at(net, theta, x3), y3, cls, source="network",
+                                      stage=f"step {step}", step=step,
+                                      fraction=stage_steps[step]))
     # the random model's logits as sigma_z grows (logits only: cheap)
     for sz in config.random_sigma_zs:
         params = rm.RandomModelParams(dim=1, num_classes=k, num_samples=config.random_samples,
                                       sigma_z=float(sz), label_margin=config.random_label_margin)
         z, y = rm.simulate_logits(params, seed=config.seed)
         sel = torch.isin(y, cls)
-        ylocal = (y[sel][:, None] == cls[None, :]).to(torch.int64).argmax(1)
-        rows.extend(_simplex_rows(z[sel][:, cls], ylocal, source="random-model",
+        rows.extend(_simplex_rows(z[sel], y[sel], cls, source="random-model",
                                   stage=f"sigma_z {sz:g}", sigma_z=float(sz)))
     # logit variance against the radial scale of the initialisation
     for alpha in log_grid(float(config.log10_scale[0]), float(config.log10_scale[1]),
                           int(config.per_decade)):
         scaled = {n: alpha * t for n, t in theta0.items()}
-        z = _logits(net, scaled, probe.inputs).to(torch.float64)
+        z = logits_at(net, scaled, probe.inputs).to(torch.float64)
         rows.append({"section": "radial", "source": "network", "scale": alpha,
-                     "weight_norm": alpha * float(torch.cat([t.reshape(-1) for t in
-                                                             theta0.values()]).norm()),
+                     "weight_norm": alpha * _norm(theta0),
                      "logit_variance": float(z.var(unbiased=False)),
                      "mean_entropy": float(_entropy(z).mean())})
     table = pd.DataFrame(rows)
@@ -266,8 +262,7 @@ def _ternary(ax, points: pd.DataFrame, names: list[str], title: str) -> None:
                      ((t, 1 - t, 0), (t, 0, 1 - t))):
             (xa, ya), (xb, yb) = _xy(*a), _xy(*b)
             ax.plot([xa, xb], [ya, yb], color="0.88", linewidth=0.5, zorder=0)
-    x = points["p1"] + 0.5 * points["p2"]
-    y = _SQ3 * points["p2"]
+    x, y = _xy(points["p0"], points["p1"], points["p2"])
     for lab in sorted(points["label"].unique()):
         m = points["label"] == lab
         ax.scatter(x[m], y[m], s=6, alpha=0.6, color=f"C{int(lab)}", linewidths=0,

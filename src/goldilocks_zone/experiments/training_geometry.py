@@ -96,16 +96,8 @@ class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
             raise ValueError("budget_s must be positive")
 
 
-QUICK = {
-    "num_samples": 2000,
-    "epochs": 3,
-    "monitor_every": 8,
-    "monitor_samples": 64,
-    "dim": 8,
-    "lanczos_iterations": 12,
-    "budget_s": 10.0,
-    "cnn_channels": (4, 8, 8),
-}
+QUICK = {"num_samples": 2000, "epochs": 3, "monitor_every": 8, "monitor_samples": 64, "dim": 8,
+         "lanczos_iterations": 12, "budget_s": 10.0, "cnn_channels": (4, 8, 8)}
 
 
 def _scaled_model(config: Config, name: str, input_shape, num_classes: int, seed: int,
@@ -177,11 +169,9 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
                                           batch_size=config.batch_size,
                                           momentum=config.momentum, seed=seed, monitor=monitor)
             t = monitor.table()
-            t.insert(0, "model", name)
-            t.insert(1, "scale", scale)
-            t.insert(2, "seed", seed)
-            t.insert(3, "lr", lr)
-            t.insert(4, "depth", depth)
+            for i, (col, value) in enumerate({"model": name, "scale": scale, "seed": seed,
+                                              "lr": lr, "depth": depth}.items()):
+                t.insert(i, col, value)
             t.insert(6, "epoch", t["step"] / per_epoch)
             t["steps_per_epoch"] = per_epoch
             tables.append(t)
@@ -203,11 +193,9 @@ def _runs(table: pd.DataFrame) -> pd.DataFrame:
     """The table with ``model, scale, seed, epoch`` present (a monitor's own saved table has
     none: it is one run)."""
     t = table.copy()
-    for col, default in (("model", "model"), ("scale", 1.0), ("seed", 0)):
+    for col, default in (("model", "model"), ("scale", 1.0), ("seed", 0), ("epoch", np.nan)):
         if col not in t:
             t[col] = default
-    if "epoch" not in t:
-        t["epoch"] = np.nan
     return t
 
 
@@ -233,10 +221,9 @@ def checks(table: pd.DataFrame) -> pd.DataFrame:
         in_zone = zone.peak_x if zone.peak_index is not None else float(scales[0])
         best = rows_m[rows_m["scale"] == in_zone].sort_values("step")
         post = _after_first_epoch(best)
-        k_classes = float(best["num_classes"].dropna().iloc[0]) if best[
-            "num_classes"].notna().any() else math.nan
-        outliers = float(post["num_outliers"].median()) if len(post) else math.nan
-        confinement = float(post["gradient_top_k_fraction"].median()) if len(post) else math.nan
+        k_classes = float(best["num_classes"].max())  # constant over a run; NaN if unknown
+        outliers = float(post["num_outliers"].median())  # NaN when nothing is after epoch 1
+        confinement = float(post["gradient_top_k_fraction"].median())
         rise_fall = []
         for scale, run_rows in rows_m.groupby("scale"):
             run_rows = run_rows.sort_values("step")
@@ -305,15 +292,12 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
     fig, axes = new_figure(4, len(model_names), width=3.0, height=2.4, layout="constrained")
 
     def mark(model: str, prop: str) -> str:
-        if (model, prop) not in c.index:
-            return ""
         r = c.loc[(model, prop)]
         return f" [{'✓' if r['passed'] else '✗'} {r['value']:.2g}]"
 
     for row_axes, model in zip(axes, model_names):
         rows_m = t[t["model"] == model]
-        in_zone = c.loc[(model, "outliers"), "scale"] if (model, "outliers") in c.index else (
-            scales[0])
+        in_zone = c.loc[(model, "outliers"), "scale"]  # checks() rates every model
         zrun = rows_m[rows_m["scale"] == in_zone].sort_values("step")
         eig_cols = [col for col in t.columns if col.startswith("eigenvalue_")
                     and zrun[col].notna().any()]

@@ -15,50 +15,32 @@ individual predictions are, and in a random ``d``-dim subspace its norm grows li
 :math:`\|q-\bar p\|_2`, slope :math:`\sqrt d\,\sigma_c` for a random :math:`C` with i.i.d.
 entries of variance :math:`\sigma_c^2` (:func:`goldilocks_zone.theory.predicted_gradient_slope`).
 
-Part (a), ``part="cosine"``: full-batch gradients (full space, all ``D`` parameters) at the
-same initialisation on several data sets of one input shape: two disjoint class-balanced
-samples of ``dataset`` (``#1``, ``#2``), a balanced sample of ``other_dataset``, balanced random
-Gaussian inputs, and class-imbalanced versions of the three (Cui et al.'s exponential profile
-with ratio ``imbalance_ratio``, the same prior :math:`q_{imb}` for all three). Measured at the
-reference scale (default :math:`\alpha = 1`, where :math:`\bar p` is far from uniform) and at a
-downscaled init where :math:`\bar p` is uniform to ``uniform_tolerance`` (found automatically
-unless ``uniform_scale`` is given). What Eq. 10 predicts at uniform :math:`\bar p`: two samples
-of the same distribution give nearly parallel gradients (cosine near 1); different
-distributions with the same balanced prior give nearly orthogonal ones (the data-specific parts
-differ and the shared part :math:`C^\top(\bar p - q)` is zero); imbalanced sets share
-:math:`C^\top(\bar p - q_{imb})` and so align across data sets, random data included. At the
-reference scale :math:`\bar p \ne q` for every set, so gradients of different data sets align.
+Part (a), ``part="cosine"``: cosines of full-batch gradients (all ``D`` parameters) at one
+initialisation on several data sets of one input shape: two disjoint class-balanced samples of
+``dataset``, a balanced sample of ``other_dataset``, balanced Gaussian inputs, and versions of
+the three with one class-imbalanced prior :math:`q_{imb}` (Cui et al.'s exponential profile,
+``imbalance_ratio``); at the reference scale (:math:`\alpha = 1`, :math:`\bar p` far from
+uniform) and at a downscaled init where :math:`\bar p` is uniform to ``uniform_tolerance``.
+Expected at uniform :math:`\bar p`: two samples of one distribution give nearly parallel
+gradients, different distributions with balanced priors nearly orthogonal ones (the shared
+part is zero), and the imbalanced sets align through :math:`C^\top(\bar p - q_{imb})`, random
+data included; at the reference scale gradients of different data sets align.
 
-Part (b), ``part="prior"``: at a fixed initialisation (scale ``prior_scale``), ``num_priors``
-priors drawn uniformly from the simplex, a subset of ``prior_samples`` points following each
-(drawn from ``dataset``, and from fresh Gaussian inputs when ``prior_on_gaussian``); for every
-subset the projected gradient norm :math:`\|R^\top\nabla L\|` (``d = dim``, orthonormal
-basis) and the full gradient norm :math:`\|\nabla L\|` against :math:`\|q - \bar p\|_2`. A line
-is fitted through the points (least squares with intercept: slope, intercept, :math:`R^2`) and
-set beside Eq. 10's predicted slopes:
-
-* ``predicted_slope`` :math:`= \sqrt{d\,\sigma_c^2}`, with :math:`\sigma_c^2` the variance of the
-  entries of :math:`C = \frac1S\sum_s J_sR` estimated on a class-balanced sample
-  (:func:`goldilocks_zone.theory.fit_random_model`);
-* ``predicted_slope_centered`` :math:`= \|P_\perp C\|_F/\sqrt{K-1}`, with
-  :math:`P_\perp = I - \mathbf 1\mathbf 1^\top/K`: the root-mean-square gain of :math:`C^\top`
-  on the directions :math:`\bar p - q` can take (they sum to zero, so the component of every
-  column of :math:`C` along :math:`\mathbf 1` never contributes). Equal to the first for i.i.d.
-  entries; it is the reading we recommend for real networks, whose logit gradients share a
-  large common component;
-* in full space (our reading of Eq. 10 with ``d = D``) the same two quantities from the
-  full mean logit Jacobian :math:`\frac1S\sum_s J_s \in \mathbb{R}^{K\times D}`
-  (``predicted_slope_full``, ``predicted_slope_full_centered``);
-* ``predicted_slope_authors`` :math:`= d\,\sigma_c` (the same projected :math:`\sigma_c`), the
-  line the authors' notebook draws against the *full* gradient norm
-  (:func:`goldilocks_zone.theory.authors_gradient_slope`).
-
-Both constants sit side by side in the table and the figure: :math:`\sqrt d\,\sigma_c` in
-the projected-gradient panel, :math:`d\,\sigma_c` (and :math:`\sqrt D\,\sigma_c^{full}`) in the
-full-gradient panel; ``fitted_slope_projected`` / ``fitted_slope_full`` carry the least-squares
-slopes of each data set's cloud. docs/experiments.md derives the constants. ``ddof`` sets the
-divisor ``n - ddof`` of :math:`\sigma_c^2, \sigma_E^2` (0 by default; 1 is the authors'
-``torch.std``).
+Part (b), ``part="prior"``: at a fixed init (``prior_scale``), ``num_priors`` priors drawn
+uniformly from the simplex and a subset of ``prior_samples`` points following each (from
+``dataset``, and from Gaussian inputs when ``prior_on_gaussian``); the projected gradient norm
+:math:`\|R^\top\nabla L\|` (``d = dim``) and the full :math:`\|\nabla L\|` against
+:math:`\|q - \bar p\|_2`, with a least-squares line (slope, intercept, :math:`R^2`) beside
+Eq. 10's slopes: ``predicted_slope`` :math:`= \sqrt{d\,\sigma_c^2}` (:math:`\sigma_c^2` of
+:math:`C = \frac1S\sum_s J_sR` on a balanced sample), ``predicted_slope_centered``
+:math:`= \|P_\perp C\|_F/\sqrt{K-1}` with :math:`P_\perp = I - \mathbf 1\mathbf 1^\top/K`
+(the gain on directions summing to zero; recommended for real networks), the same two in full
+space (``predicted_slope_full``, ``predicted_slope_full_centered``, from
+:math:`\frac1S\sum_s J_s \in \mathbb{R}^{K\times D}`) and the authors' line
+``predicted_slope_authors`` :math:`= d\,\sigma_c` against the full gradient norm
+(:func:`goldilocks_zone.theory.authors_gradient_slope`). Expected: a linear trend through
+(nearly) the origin. ``ddof`` sets the divisor ``n - ddof`` of :math:`\sigma_c^2, \sigma_E^2`
+(1 is the authors' ``torch.std``). docs/experiments.md derives the constants.
 """
 
 from __future__ import annotations
@@ -128,24 +110,18 @@ class Config(DdofConfig, NetworkConfig, SubspaceConfig):
             raise ValueError("prior_scale must be positive")
 
 
-QUICK = {
-    "num_samples": 1500,
-    "num_priors": 120,
-    "prior_samples": 1000,
-}
+QUICK = {"num_samples": 1500, "num_priors": 120, "prior_samples": 1000}
 
 
 # ------------------------------------------------------------------------------ data sets
 
 
-def _load_full(name: str, like: Any | None, *, seed: int, size: int) -> Any:
+def _load_full(name: str, like: Any, *, seed: int, size: int) -> Any:
     """The training split of ``name``; for ``gaussian``, ``size`` fresh N(0, 1) inputs shaped
     like ``like``'s with its number of classes and a uniform prior."""
     from goldilocks_zone import data as data_lib
 
     if name == GAUSSIAN:
-        if like is None:
-            raise ValueError("the Gaussian data set needs a reference data set for its shape")
         return data_lib.load(GAUSSIAN, num_samples=size, seed=seed,
                              input_shape=tuple(like.input_shape), num_classes=like.num_classes)
     return data_lib.load(name, split="train")
@@ -248,20 +224,19 @@ def cosine_rows(model: nn.Module, sets: dict[str, Any], scale: float, scale_kind
     from goldilocks_zone.training.gradient_descent import cosine
 
     evs = {name: _evaluate(model, ds, scale, config, gradient=True) for name, ds in sets.items()}
+    per_set = {name: {"grad_norm": float(ev.gradient.double().norm()),
+                      "mismatch": float((ev.class_prior - ev.mean_probs).norm()),
+                      "num_samples": ev.num_samples} for name, ev in evs.items()}
     names = list(sets)
     rows = []
     for i, a in enumerate(names):
-        for b in names[i:]:
-            ea, eb = evs[a], evs[b]
+        for j, b in enumerate(names[i:], start=i):
             rows.append({
                 "part": "cosine", "scale": scale, "scale_kind": scale_kind, "seed": seed,
-                "dataset_a": a, "dataset_b": b, "order_a": i, "order_b": names.index(b),
-                "cosine": cosine(ea.gradient, eb.gradient),
-                "grad_norm_a": float(ea.gradient.double().norm()),
-                "grad_norm_b": float(eb.gradient.double().norm()),
-                "mismatch_a": float((ea.class_prior - ea.mean_probs).norm()),
-                "mismatch_b": float((eb.class_prior - eb.mean_probs).norm()),
-                "num_samples_a": ea.num_samples, "num_samples_b": eb.num_samples,
+                "dataset_a": a, "dataset_b": b, "order_a": i, "order_b": j,
+                "cosine": cosine(evs[a].gradient, evs[b].gradient),
+                **{f"{column}_{side}": per_set[name][column] for column in per_set[a]
+                   for side, name in (("a", a), ("b", b))},
             })
     return rows
 
@@ -294,6 +269,12 @@ def mean_logit_jacobian(model: nn.Module, inputs: Tensor, *, scale: float,
     return total / n
 
 
+def _centred_gain(mean_jacobian: Tensor) -> float:
+    r""":math:`\|P_\perp C\|_F/\sqrt{K-1}` of a mean logit Jacobian :math:`C` (K rows)."""
+    centred = mean_jacobian - mean_jacobian.mean(0, keepdim=True)
+    return float(centred.norm()) / math.sqrt(max(mean_jacobian.shape[0] - 1, 1))
+
+
 def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
                       config: Config) -> dict[str, float]:
     """Eq. 10's predicted slopes and noise scale from a class-balanced sample ``ds``."""
@@ -311,10 +292,9 @@ def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
                                     batch_size=config.batch_size)
     fit = fit_random_model(jac.jacobians, ddof=config.ddof)
     k, d = fit.logit_mean.shape
-    centred = fit.logit_mean - fit.logit_mean.mean(0, keepdim=True)
     out = {
         "predicted_slope": predicted_gradient_slope(fit.sigma_c2, d),
-        "predicted_slope_centered": float(centred.norm()) / math.sqrt(max(k - 1, 1)),
+        "predicted_slope_centered": _centred_gain(fit.logit_mean),
         "predicted_slope_authors": authors_gradient_slope(fit.sigma_c2, d),
         "sigma_c2": fit.sigma_c2,
         "sigma_e2": fit.sigma_e2,
@@ -322,11 +302,9 @@ def slope_predictions(model: nn.Module, ds: Any, basis: Tensor, scale: float,
     }
     if config.full_gradient:
         full = mean_logit_jacobian(model, x, scale=scale, batch_size=config.batch_size)
-        centred_full = full - full.mean(0, keepdim=True)
         out["predicted_slope_full"] = math.sqrt(full.numel() / k
                                                 * float(full.var(correction=config.ddof)))
-        out["predicted_slope_full_centered"] = float(centred_full.norm()) / math.sqrt(
-            max(k - 1, 1))
+        out["predicted_slope_full_centered"] = _centred_gain(full)
     else:
         out["predicted_slope_full"] = out["predicted_slope_full_centered"] = math.nan
     return out
@@ -394,8 +372,8 @@ def line_fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     mask = np.isfinite(x) & np.isfinite(y)
     x, y = x[mask], y[mask]
     if x.size < 3 or np.ptp(x) == 0:
-        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan,
-                "slope_stderr": math.nan, "intercept_ratio": math.nan}
+        return dict.fromkeys(("slope", "intercept", "r2", "slope_stderr", "intercept_ratio"),
+                             math.nan)
     fit = stats.linregress(x, y)
     typical = fit.slope * float(np.median(x))
     return {"slope": float(fit.slope), "intercept": float(fit.intercept),
@@ -471,8 +449,8 @@ def run(config: Config, ctx: RunContext) -> pd.DataFrame:
     summary: dict[str, Any] = {}
     for seed in config.seeds:
         model = model_lib.create(config.model, tuple(first.input_shape), first.num_classes,
-                                 activation=config.activation, init=config.init, seed=seed)
-        model = model.to(dtype=dt, device=dev)
+                                 activation=config.activation, init=config.init,
+                                 seed=seed).to(dtype=dt, device=dev)
         alpha_u = config.uniform_scale
         if alpha_u is None:
             alpha_u, dist = find_uniform_scale(model, first, config)
@@ -531,12 +509,10 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
             for (i, j), v in mean.items():
                 matrix[int(i), int(j)] = matrix[int(j), int(i)] = v
             image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
-            for i in range(n):
-                for j in range(n):
-                    if np.isfinite(matrix[i, j]):
-                        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center",
-                                fontsize=6.5,
-                                color="white" if abs(matrix[i, j]) > 0.6 else "black")
+            for (i, j), v in np.ndenumerate(matrix):
+                if np.isfinite(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
+                            color="white" if abs(v) > 0.6 else "black")
             ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=7)
             ax.set_yticks(range(n), names if ax is axes[0, 0] else [""] * n, fontsize=7)
             ax.grid(False)
@@ -579,16 +555,15 @@ def plot(table: pd.DataFrame, config: Config, fig_dir: Path) -> list[Path]:
                 ax.plot(grid, fit["slope"] * grid + fit["intercept"], color="k", lw=1.2,
                         label=f"fit: slope {fit['slope']:.3g}, $R^2$ {fit['r2']:.2f}\n"
                               f"intercept {fit['intercept']:.2g}")
-                slope_eq10 = float(rows[pred].iloc[0])
-                slope_c = float(rows[pred + "_centered"].iloc[0])
-                ax.plot(grid, slope_eq10 * grid, "--", color="tab:red", lw=1.1,
-                        label=f"Eq. 10: {symbol} = {slope_eq10:.3g}")
-                ax.plot(grid, slope_c * grid, ":", color="tab:orange", lw=1.3,
-                        label=f"Eq. 10, centred C: {slope_c:.3g}")
+                lines = [(pred, "--", "tab:red", 1.1, f"Eq. 10: {symbol} ="),
+                         (pred + "_centered", ":", "tab:orange", 1.3, "Eq. 10, centred C:")]
                 if col == "grad_norm" and "predicted_slope_authors" in rows:
-                    slope_a = float(rows["predicted_slope_authors"].iloc[0])
-                    ax.plot(grid, slope_a * grid, "-.", color="tab:purple", lw=1.3,
-                            label=f"authors: $d\\,\\sigma_c$ = {slope_a:.3g}")
+                    lines.append(("predicted_slope_authors", "-.", "tab:purple", 1.3,
+                                  r"authors: $d\,\sigma_c$ ="))
+                for column, style, color, lw, name in lines:
+                    slope = float(rows[column].iloc[0])
+                    ax.plot(grid, slope * grid, style, color=color, lw=lw,
+                            label=f"{name} {slope:.3g}")
                 style_axis(ax, xlim=(0, grid[-1]), ylim=(0, None),
                            xlabel=r"prior mismatch $\|q - \bar p\|_2$", ylabel=ylabel,
                            title=f"{source}, $\\alpha$ = {float(rows['scale'].iloc[0]):.3g}, "

@@ -70,9 +70,8 @@ def parameter_radius(model: torch.nn.Module) -> float:
 def build_problem(arch: Architecture, *, dataset: str, num_samples: int | None, seed: int,
                   activation: str, init: str = "xavier", dtype: str = "float64",
                   device: str = "cpu", data_seed: int = 0, bias: bool = True):
-    """:func:`~goldilocks_zone.experiments._shared.common.load_problem`
-    for an architecture spec, with
-    a clear error when a convolutional net meets flat inputs."""
+    """:func:`~goldilocks_zone.experiments._shared.common.load_problem` for an architecture
+    spec, with a clear error when a convolutional net meets flat inputs."""
     from goldilocks_zone.experiments._shared.common import load_problem
 
     try:
@@ -109,8 +108,6 @@ def held_out_data(dataset: str, num_samples: int | None, *, like: torch.Tensor,
         like.device)
 
 
-
-
 @dataclass
 class TrainTestConfig(ThreadsConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
     """An architecture spec (``model``) trained on ``num_samples`` of the train split and
@@ -129,6 +126,8 @@ class TrainTestConfig(ThreadsConfig, SamplesConfig, ModelDataConfig, DeviceConfi
     def validate(self) -> None:
         super().validate()
         parse_architecture(self.model)
+        if self.num_test is not None and self.num_test < 1:
+            raise ValueError(f"num_test must be >= 1 (or none), got {self.num_test}")
 
     def problem(self, arch: Architecture, seed: int):
         """:func:`build_problem` of ``arch`` on this config's data, model built with ``seed``."""

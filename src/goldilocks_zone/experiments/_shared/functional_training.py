@@ -17,10 +17,9 @@ from goldilocks_zone.curvature.functional import model_params as engine_params
 Params = dict[str, Tensor]
 
 
-def model_params(model: nn.Module, dtype: torch.dtype | None = None) -> Params:
+def model_params(model: nn.Module) -> Params:
     """Fresh detached copies of the model's parameters (the model itself is never changed)."""
-    return {n: (p.to(dtype) if dtype is not None else p).clone()
-            for n, p in engine_params(model).items()}
+    return {n: p.clone() for n, p in engine_params(model).items()}
 
 
 def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
@@ -43,14 +42,19 @@ def per_sample_jacobians(model: nn.Module, params: Params, inputs: Tensor, *,
         yield torch.cat([j.reshape(b, k, -1) for j in jac.values()], dim=2)
 
 
+def logits_at(model: nn.Module, params: Params, inputs: Tensor) -> Tensor:
+    """Logits of ``model`` at ``params`` (eval mode, no graph; the model is not touched)."""
+    fm = FunctionalModel(model, params=params)
+    with torch.no_grad(), fm.mode():
+        return fm(inputs)
+
+
 def accuracy_and_loss(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
                       ) -> tuple[float, float]:
     """Accuracy and mean cross-entropy at ``params`` (eval mode)."""
-    fm = FunctionalModel(model, params=params)
-    with torch.no_grad(), fm.mode():
-        z = fm(inputs)
-        return (float((z.argmax(-1) == targets).double().mean()),
-                float(nn.functional.cross_entropy(z, targets)))
+    z = logits_at(model, params, inputs)
+    return (float((z.argmax(-1) == targets).double().mean()),
+            float(nn.functional.cross_entropy(z, targets)))
 
 
 def load_split(dataset: str, *, train_samples: int, probe_samples: int, data_seed: int,
