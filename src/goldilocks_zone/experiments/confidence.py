@@ -20,7 +20,7 @@ G-term (higher :math:`\kappa`, P1 Eq. 9 through :math:`\Gamma_p`) and a lower lo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from goldilocks_zone.experiments._shared.config import (
     ModelDataConfig,
     NetworkConfig,
     SamplesConfig,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
@@ -50,11 +51,11 @@ LABELS = {
 
 @dataclass
 class Config(NetworkConfig, DimConfig, SamplesConfig, ModelDataConfig, DeviceConfig):
-    num_inits: int = field(default=100, metadata={"help": "random initialisations"})
-    first_seed: int = field(default=0, metadata={"help": "seeds first_seed, first_seed+1, ..."})
-    scale: float = field(default=1.0, metadata={"help": "initialisation scale alpha"})
-    temperature: float = field(default=1.0, metadata={"help": "softmax temperature T"})
-    basis: str = field(default="orthonormal", metadata={"help": "orthonormal or sparse"})
+    num_inits: int = knob(100, "random initialisations")
+    first_seed: int = knob(0, "seeds first_seed, first_seed+1, ...")
+    scale: float = knob(1.0, "initialisation scale alpha")
+    temperature: float = knob(1.0, "softmax temperature T")
+    basis: str = knob("orthonormal", "orthonormal or sparse")
 
     def validate(self) -> None:
         super().validate()

@@ -28,7 +28,7 @@ Eq. 9 uses the subspace dimension ``d``; :math:`\sigma_c^2, \sigma_E^2` have div
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ import torch
 from goldilocks_zone.curvature.random import torch_generator
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid, torch_dtype
-from goldilocks_zone.experiments._shared.config import DdofConfig
+from goldilocks_zone.experiments._shared.config import DdofConfig, knob
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     check_log_range,
@@ -57,21 +57,16 @@ from goldilocks_zone.experiments._shared.plotting import (
 
 @dataclass
 class Config(DdofConfig, ScaleGridConfig):
-    dims: tuple[int, ...] = field(
-        default=(2, 5, 10, 20, 50, 100, 200),
-        metadata={"help": "subspace dimensions of the kappa-vs-d panel"})
-    dim_scale: float = field(default=1.0,
-                             metadata={"help": "scale alpha of the kappa-vs-d panel"})
-    logit_sets: int = field(default=30, metadata={"help": "random logit vectors (Gamma_p panel)"})
-    logit_log10_range: tuple[float, ...] = field(
-        default=(-2.0, 2.0), metadata={"help": "log10 range of the logit scale (Gamma_p panel)"})
-    logit_per_decade: int = field(default=8,
-                                  metadata={"help": "points per decade of the logit scale"})
-    logit_classes: int | None = field(
-        default=None, metadata={"help": "K of the random logits (default: the dataset's)"})
-    debias: bool = field(
-        default=False,
-        metadata={"help": "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)"})
+    dims: tuple[int, ...] = knob((2, 5, 10, 20, 50, 100, 200),
+                                 "subspace dimensions of the kappa-vs-d panel")
+    dim_scale: float = knob(1.0, "scale alpha of the kappa-vs-d panel")
+    logit_sets: int = knob(30, "random logit vectors (Gamma_p panel)")
+    logit_log10_range: tuple[float, ...] = knob((-2.0, 2.0),
+                                                "log10 range of the logit scale (Gamma_p panel)")
+    logit_per_decade: int = knob(8, "points per decade of the logit scale")
+    logit_classes: int | None = knob(None, "K of the random logits (default: the dataset's)")
+    debias: bool = knob(False,
+                        "subtract sigma_E^2/S from sigma_c^2 (noise left in the sample mean)")
 
     def validate(self) -> None:
         super().validate()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.config import knob
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
@@ -58,12 +59,9 @@ TERM_STYLES = {t: {"linestyle": (0, (4, 2)) if t == "hessian" else "-",
 
 @dataclass
 class Config(ScaleGridConfig):
-    uniform_tolerance: float = field(
-        default=0.01,
-        metadata={"help": "slope-fit region: |loss - log K| <= this * log K (near-uniform "
-                          "outputs)"})
-    min_fit_points: int = field(default=3,
-                                metadata={"help": "fewest points in the slope fit"})
+    uniform_tolerance: float = knob(
+        0.01, "slope-fit region: |loss - log K| <= this * log K (near-uniform outputs)")
+    min_fit_points: int = knob(3, "fewest points in the slope fit")
 
     def validate(self) -> None:
         super().validate()

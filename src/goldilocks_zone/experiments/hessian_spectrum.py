@@ -20,7 +20,7 @@ far above it, and much of the gradient in the top eigenvectors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from goldilocks_zone.experiments._shared.config import (
     SamplesConfig,
     SGDConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
@@ -45,18 +46,16 @@ class Config(SGDConfig, SamplesConfig, ModelDataConfig):
     model: str = common("model", "mlp")
     num_samples: int = common("num_samples", 1000)
 
-    widths: tuple[int, ...] = field(default=(32,),
-                                    metadata={"help": "hidden widths (mlp only)"})
-    activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    num_probes: int = field(default=10, metadata={"help": "SLQ probes"})
-    num_steps: int = field(default=80, metadata={"help": "Lanczos steps per SLQ probe"})
-    top_k: int = field(default=30, metadata={"help": "top eigenpairs by Lanczos"})
-    lanczos_iterations: int = field(default=150, metadata={"help": "Lanczos iterations"})
-    bandwidth: float = field(
-        default=0.01, metadata={"help": "density smoothing, a fraction of the spectral range"})
-    grid_points: int = field(default=400, metadata={"help": "density grid points"})
-    seed: int = field(default=0, metadata={"help": "model/training/probe seed"})
-    random_dim: int = field(default=1000, metadata={"help": "random model's D"})
+    widths: tuple[int, ...] = knob((32,), "hidden widths (mlp only)")
+    activation: str = knob("relu", "hidden activation")
+    num_probes: int = knob(10, "SLQ probes")
+    num_steps: int = knob(80, "Lanczos steps per SLQ probe")
+    top_k: int = knob(30, "top eigenpairs by Lanczos")
+    lanczos_iterations: int = knob(150, "Lanczos iterations")
+    bandwidth: float = knob(0.01, "density smoothing, a fraction of the spectral range")
+    grid_points: int = knob(400, "density grid points")
+    seed: int = knob(0, "model/training/probe seed")
+    random_dim: int = knob(1000, "random model's D")
 
     def validate(self) -> None:
         super().validate()

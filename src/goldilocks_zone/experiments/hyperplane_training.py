@@ -21,7 +21,7 @@ radius ≈ 34, against r_X ≈ 14), whereas the sphere cannot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from goldilocks_zone.experiments._shared.architecture import (
 )
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import with_cpu_threads
-from goldilocks_zone.experiments._shared.config import SeedsConfig, common
+from goldilocks_zone.experiments._shared.config import SeedsConfig, common, knob
 from goldilocks_zone.experiments._shared.plotting import (
     log_colours,
     new_figure,
@@ -50,21 +50,18 @@ SURFACES = ("hyperplane", "sphere")
 class Config(TrainTestConfig, SeedsConfig):
     seeds: tuple[int, ...] = common("seeds", (0, 1))
 
-    dims: tuple[int, ...] = field(default=(1, 3, 10, 30, 100, 300, 1000),
-                                  metadata={"help": "hyperplane dimensions d (log grid)"})
-    scales: tuple[float, ...] = field(
-        default=(0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
-        metadata={"help": "starting radii as multiples of the Xavier radius"})
-    surfaces: tuple[str, ...] = field(default=SURFACES,
-                                      metadata={"help": "hyperplane and/or sphere"})
-    fixed_dim: int = field(default=100, metadata={"help": "d for the accuracy-vs-radius panel"})
-    threshold: float = field(default=0.9,
-                             metadata={"help": "fraction of the unconstrained accuracy to reach"})
+    dims: tuple[int, ...] = knob((1, 3, 10, 30, 100, 300, 1000),
+                                 "hyperplane dimensions d (log grid)")
+    scales: tuple[float, ...] = knob((0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
+                                     "starting radii as multiples of the Xavier radius")
+    surfaces: tuple[str, ...] = knob(SURFACES, "hyperplane and/or sphere")
+    fixed_dim: int = knob(100, "d for the accuracy-vs-radius panel")
+    threshold: float = knob(0.9, "fraction of the unconstrained accuracy to reach")
     optimizer: str = "adam"
     lr: float = 0.01
     steps: int = 1000
-    batch_size: int | None = field(default=128, metadata={"help": "minibatch (none = full)"})
-    basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
+    batch_size: int | None = knob(128, "minibatch (none = full)")
+    basis: str = knob("orthonormal", "orthonormal | sparse")
 
     def validate(self) -> None:
         super().validate()

@@ -24,7 +24,7 @@ gradient, the small-radius, low-loss inits train fastest.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from goldilocks_zone.experiments._shared.architecture import (
 )
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import with_cpu_threads
-from goldilocks_zone.experiments._shared.config import DimConfig, common
+from goldilocks_zone.experiments._shared.config import DimConfig, common, knob
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
 # score column -> True when a *higher* score is predicted to train faster
@@ -50,23 +50,20 @@ SCORES = {"positive_curvature": True, "fraction_positive": True, "initial_loss":
 class Config(TrainTestConfig, DimConfig):
     dim: int = common("dim", 20, "subspace dimension for the scores")
 
-    num_inits: int = field(default=100, metadata={"help": "random initialisations"})
-    log_scale_spread: float = field(
-        default=1.0, metadata={"help": "init scales drawn log-uniformly in 10^[-spread, spread]"})
-    score_samples: int = field(default=1000, metadata={"help": "samples for the scores"})
+    num_inits: int = knob(100, "random initialisations")
+    log_scale_spread: float = knob(1.0, "init scales drawn log-uniformly in 10^[-spread, spread]")
+    score_samples: int = knob(1000, "samples for the scores")
     basis: str = "orthonormal"
-    top_fraction: float = field(default=0.2, metadata={"help": "share called 'top-scored'"})
+    top_fraction: float = knob(0.2, "share called 'top-scored'")
     optimizer: str = "sgd"
     lr: float = 0.02
     momentum: float = 0.9
     steps: int = 300
     batch_size: int | None = 128
     eval_every: int = 10
-    speed_step: int = field(default=50,
-                            metadata={"help": "training speed = accuracy after this many steps"})
-    target_accuracy: float = field(default=0.8,
-                                   metadata={"help": "training speed = steps to this accuracy"})
-    seed: int = field(default=0, metadata={"help": "master seed (init seeds, scales, basis)"})
+    speed_step: int = knob(50, "training speed = accuracy after this many steps")
+    target_accuracy: float = knob(0.8, "training speed = steps to this accuracy")
+    seed: int = knob(0, "master seed (init seeds, scales, basis)")
 
     def validate(self) -> None:
         super().validate()

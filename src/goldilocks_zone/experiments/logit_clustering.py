@@ -19,7 +19,7 @@ activation and stage (the clustering that P2's random model assumes).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from goldilocks_zone.experiments._shared.config import (
     SeedsConfig,
     SGDConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.functional_training import (
     Params,
@@ -69,16 +70,13 @@ def clustering(model: nn.Module, params: Params, inputs: Tensor, targets: Tensor
 class Config(SGDConfig, SeedsConfig, SamplesConfig, PrecisionConfig):
     num_samples: int = common("num_samples", 300, "class-balanced samples whose Jacobians are used")
     dtype: str = common("dtype", "float32")
-    train_steps: int = field(default=500, metadata={"help": "minibatch SGD steps"})
+    train_steps: int = knob(500, "minibatch SGD steps")
 
-    datasets: tuple[str, ...] = field(default=("fashion-mnist", "mnist-5k"),
-                                      metadata={"help": "dataset registry names"})
-    models: tuple[str, ...] = field(default=("mlp", "small-cnn"),
-                                    metadata={"help": "an MLP and a CNN (registry names)"})
-    activations: tuple[str, ...] = field(default=("relu", "tanh"),
-                                         metadata={"help": "hidden activations"})
-    init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    chunk_size: int = field(default=16, metadata={"help": "samples per Jacobian chunk"})
+    datasets: tuple[str, ...] = knob(("fashion-mnist", "mnist-5k"), "dataset registry names")
+    models: tuple[str, ...] = knob(("mlp", "small-cnn"), "an MLP and a CNN (registry names)")
+    activations: tuple[str, ...] = knob(("relu", "tanh"), "hidden activations")
+    init: str = knob("kaiming", "kaiming or xavier")
+    chunk_size: int = knob(16, "samples per Jacobian chunk")
 
     def validate(self) -> None:
         super().validate()

@@ -43,6 +43,7 @@ from goldilocks_zone.experiments._shared.config import (
     SeedsConfig,
     ThreadsConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import band, new_figure, save_figure, style_axis
 
@@ -57,17 +58,14 @@ class Config(ThreadsConfig, DimConfig, SeedsConfig, SamplesConfig, DeviceConfig)
     models: tuple[str, ...] = field(
         default=("mlp:100", "mlp:400", "mlp:100x100", "mlp:100x100x100", "small-cnn"),
         metadata={"help": "networks: 'mlp:W1xW2...' (hidden widths) or a registered model name"})
-    activations: tuple[str, ...] = field(default=("relu", "tanh"),
-                                         metadata={"help": "hidden activations"})
-    datasets: tuple[str, ...] = field(default=("mnist-5k", "fashion-mnist", "digits"),
-                                      metadata={"help": "real data sets"})
-    radius_lo: float = field(default=-2.0,
-                             metadata={"help": "smallest radius, log10(r / r_Xavier)"})
-    radius_hi: float = field(default=2.0, metadata={"help": "largest radius, log10(r / r_Xavier)"})
-    per_decade: int = field(default=4, metadata={"help": "radius grid points per decade"})
-    basis: str = field(default="orthonormal", metadata={"help": "orthonormal | sparse"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
-    batch_size: int | None = field(default=None, metadata={"help": "curvature chunk size"})
+    activations: tuple[str, ...] = knob(("relu", "tanh"), "hidden activations")
+    datasets: tuple[str, ...] = knob(("mnist-5k", "fashion-mnist", "digits"), "real data sets")
+    radius_lo: float = knob(-2.0, "smallest radius, log10(r / r_Xavier)")
+    radius_hi: float = knob(2.0, "largest radius, log10(r / r_Xavier)")
+    per_decade: int = knob(4, "radius grid points per decade")
+    basis: str = knob("orthonormal", "orthonormal | sparse")
+    data_seed: int = knob(0, "seed of the data subsample")
+    batch_size: int | None = knob(None, "curvature chunk size")
 
     def validate(self) -> None:
         super().validate()

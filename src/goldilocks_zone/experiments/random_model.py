@@ -25,7 +25,7 @@ The table has a ``section`` column: ``spectrum`` (one row per eigenvalue), ``mar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import log_grid
-from goldilocks_zone.experiments._shared.config import SamplesConfig, SeedsConfig, common
+from goldilocks_zone.experiments._shared.config import SamplesConfig, SeedsConfig, common, knob
 from goldilocks_zone.experiments._shared.plotting import band, new_figure, save_figure, style_axis
 
 
@@ -44,28 +44,21 @@ class Config(SeedsConfig, SamplesConfig):
     num_samples: int = common("num_samples", 500, "samples N (balanced labels)")
     seeds: tuple[int, ...] = common("seeds", (0, 1, 2), "simulation seeds")
 
-    dim: int = field(default=1000, metadata={"help": "number of parameters D"})
-    num_classes: int = field(default=10, metadata={"help": "classes C (= logits K)"})
-    sigma_z: float = field(default=1.0, metadata={"help": "logit scale at the reference point"})
-    label_margin: float = field(
-        default=3.0, metadata={"help": "true-class logit shift in units of sigma_z (0: blind)"})
-    sigma_c: float = field(default=1.0, metadata={"help": "class/logit mean gradient scale"})
-    sigma_e: float = field(default=2.0, metadata={"help": "per-sample gradient noise scale"})
-    sigma_shared: float = field(
-        default=0.0, metadata={"help": "logit-specific component shared by all classes"})
-    sigma_h: float = field(default=10.0, metadata={"help": "logit-Hessian (GOE) scale"})
-    top_k: int = field(default=10, metadata={"help": "eigenvectors for the gradient power"})
-    min_gap_ratio: float = field(
-        default=1.5, metadata={"help": "relative gap that separates the outlier group"})
-    margins: tuple[float, ...] = field(
-        default=(0.0, 1.0, 2.0, 3.0), metadata={"help": "label margins compared"})
-    log10_sigma_z: tuple[float, ...] = field(
-        default=(-2.0, 5.0), metadata={"help": "log10 range of the sigma_z sweep"})
-    per_decade: int = field(default=4, metadata={"help": "sigma_z grid points per decade"})
-    gradient_growth: float = field(
-        default=1.0, metadata={"help": "sigma_c, sigma_e grow as sigma_z**gradient_growth"})
-    hessian_growth: float = field(
-        default=0.0, metadata={"help": "sigma_h grows as sigma_z**hessian_growth"})
+    dim: int = knob(1000, "number of parameters D")
+    num_classes: int = knob(10, "classes C (= logits K)")
+    sigma_z: float = knob(1.0, "logit scale at the reference point")
+    label_margin: float = knob(3.0, "true-class logit shift in units of sigma_z (0: blind)")
+    sigma_c: float = knob(1.0, "class/logit mean gradient scale")
+    sigma_e: float = knob(2.0, "per-sample gradient noise scale")
+    sigma_shared: float = knob(0.0, "logit-specific component shared by all classes")
+    sigma_h: float = knob(10.0, "logit-Hessian (GOE) scale")
+    top_k: int = knob(10, "eigenvectors for the gradient power")
+    min_gap_ratio: float = knob(1.5, "relative gap that separates the outlier group")
+    margins: tuple[float, ...] = knob((0.0, 1.0, 2.0, 3.0), "label margins compared")
+    log10_sigma_z: tuple[float, ...] = knob((-2.0, 5.0), "log10 range of the sigma_z sweep")
+    per_decade: int = knob(4, "sigma_z grid points per decade")
+    gradient_growth: float = knob(1.0, "sigma_c, sigma_e grow as sigma_z**gradient_growth")
+    hessian_growth: float = knob(0.0, "sigma_h grows as sigma_z**hessian_growth")
 
     def validate(self) -> None:
         super().validate()

@@ -29,7 +29,7 @@ The table's ``section`` column: ``training``, ``simplex`` (one row per sample an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from goldilocks_zone.experiments._shared.config import (
     PrecisionConfig,
     SGDConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
@@ -53,30 +54,23 @@ class Config(SGDConfig, ModelDataConfig, PrecisionConfig):
     model: str = common("model", "mlp")
     dtype: str = common("dtype", "float32")
 
-    train_steps: int = field(default=2000, metadata={"help": "minibatch SGD steps"})
+    train_steps: int = knob(2000, "minibatch SGD steps")
 
-    activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    init: str = field(default="kaiming", metadata={"help": "kaiming or xavier"})
-    classes: tuple[int, ...] = field(default=(0, 1, 2),
-                                     metadata={"help": "the 3 classes shown in the simplex"})
-    probe_samples: int = field(default=300,
-                               metadata={"help": "class-balanced probe samples (statistics)"})
-    jacobian_samples: int = field(default=50,
-                                  metadata={"help": "probes whose logit gradients are measured"})
-    num_checkpoints: int = field(default=16, metadata={"help": "log-spaced logging steps"})
-    simplex_fractions: tuple[float, ...] = field(
-        default=(0.005, 0.05, 1.0),
-        metadata={"help": "early/middle/late points of the run shown in the simplex"})
-    random_sigma_zs: tuple[float, ...] = field(
-        default=(0.3, 1.0, 3.0, 10.0), metadata={"help": "random-model logit scales shown"})
-    random_label_margin: float = field(
-        default=3.0, metadata={"help": "random model's true-logit shift (units of sigma_z)"})
-    random_samples: int = field(default=300,
-                                metadata={"help": "random-model samples (all classes)"})
-    log10_scale: tuple[float, ...] = field(
-        default=(-1.0, 1.0), metadata={"help": "log10 range of the radial scale alpha"})
-    per_decade: int = field(default=4, metadata={"help": "alpha grid points per decade"})
-    seed: int = field(default=0, metadata={"help": "model/training seed"})
+    activation: str = knob("relu", "hidden activation")
+    init: str = knob("kaiming", "kaiming or xavier")
+    classes: tuple[int, ...] = knob((0, 1, 2), "the 3 classes shown in the simplex")
+    probe_samples: int = knob(300, "class-balanced probe samples (statistics)")
+    jacobian_samples: int = knob(50, "probes whose logit gradients are measured")
+    num_checkpoints: int = knob(16, "log-spaced logging steps")
+    simplex_fractions: tuple[float, ...] = knob(
+        (0.005, 0.05, 1.0), "early/middle/late points of the run shown in the simplex")
+    random_sigma_zs: tuple[float, ...] = knob((0.3, 1.0, 3.0, 10.0),
+                                              "random-model logit scales shown")
+    random_label_margin: float = knob(3.0, "random model's true-logit shift (units of sigma_z)")
+    random_samples: int = knob(300, "random-model samples (all classes)")
+    log10_scale: tuple[float, ...] = knob((-1.0, 1.0), "log10 range of the radial scale alpha")
+    per_decade: int = knob(4, "alpha grid points per decade")
+    seed: int = knob(0, "model/training seed")
 
     def validate(self) -> None:
         super().validate()

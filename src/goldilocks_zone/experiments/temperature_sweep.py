@@ -27,7 +27,7 @@ temperature range is the number of weight layers (``nominal_degree`` overrides i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
+from goldilocks_zone.experiments._shared.config import knob
 from goldilocks_zone.experiments._shared.curvature_sweep import (
     ScaleGridConfig,
     curvature_rows,
@@ -57,23 +58,16 @@ _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 @dataclass
 class Config(ScaleGridConfig):
     # the grid fields of ScaleGridConfig, described for this sweep (same defaults and checks)
-    log10_range: tuple[float, ...] = field(
-        default=(-3.0, 3.0),
-        metadata={"help": "log10 range of the equivalent scale alpha; T = alpha^-L spans "
-                          "10^[-3L, 3L]"})
-    per_decade: int = field(default=4,
-                            metadata={"help": "grid points per decade of the equivalent alpha"})
-    scales: tuple[float, ...] = field(
-        default=(1.0, 0.1, 10.0),
-        metadata={"help": "scales alpha at which kappa(T) is measured (must include 1)"})
-    equivalence: bool = field(
-        default=True,
-        metadata={"help": "also run the scale sweep and compare under T = alpha^-L "
-                          "(homogeneous models)"})
-    nominal_degree: int | None = field(
-        default=None,
-        metadata={"help": "L for the temperature range of a non-homogeneous model "
-                          "(default: number of weight layers)"})
+    log10_range: tuple[float, ...] = knob(
+        (-3.0, 3.0), "log10 range of the equivalent scale alpha; T = alpha^-L spans 10^[-3L, 3L]")
+    per_decade: int = knob(4, "grid points per decade of the equivalent alpha")
+    scales: tuple[float, ...] = knob((1.0, 0.1, 10.0),
+                                     "scales alpha at which kappa(T) is measured (must include 1)")
+    equivalence: bool = knob(
+        True, "also run the scale sweep and compare under T = alpha^-L (homogeneous models)")
+    nominal_degree: int | None = knob(None,
+                                      "L for the temperature range of a non-homogeneous model "
+                                      "(default: number of weight layers)")
 
     def validate(self) -> None:
         super().validate()

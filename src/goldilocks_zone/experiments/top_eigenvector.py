@@ -18,7 +18,7 @@ first-layer image has a non-negative inner product with the mean training image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from goldilocks_zone.experiments._shared.base import RunContext, register_module
 from goldilocks_zone.experiments._shared.common import config_problem
-from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, knob
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure
 
 STATISTICS = ("mean", "rms")
@@ -37,12 +37,11 @@ STATISTICS = ("mean", "rms")
 
 @dataclass
 class Config(NetworkConfig, ProblemConfig):
-    scales: tuple[float, ...] = field(
-        default=(5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
-        metadata={"help": "initialisation scales alpha"})
-    max_iterations: int = field(default=100, metadata={"help": "Lanczos steps"})
-    tol: float = field(default=1e-6, metadata={"help": "Lanczos relative tolerance"})
-    term: str = field(default="hessian", metadata={"help": "hessian, g_term or h_term"})
+    scales: tuple[float, ...] = knob((5.0, 10.0, 30.0, 60.0, 100.0, 200.0),
+                                     "initialisation scales alpha")
+    max_iterations: int = knob(100, "Lanczos steps")
+    tol: float = knob(1e-6, "Lanczos relative tolerance")
+    term: str = knob("hessian", "hessian, g_term or h_term")
 
     def validate(self) -> None:
         super().validate()

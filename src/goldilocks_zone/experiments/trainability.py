@@ -30,7 +30,7 @@ A run that diverges is data: its last logged row carries the non-finite values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from goldilocks_zone.experiments._shared.common import (
     torch_device,
     torch_dtype,
 )
-from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, common
+from goldilocks_zone.experiments._shared.config import NetworkConfig, ProblemConfig, common, knob
 from goldilocks_zone.experiments._shared.plotting import (
     log_colours,
     new_figure,
@@ -60,29 +60,20 @@ class Config(NetworkConfig, ProblemConfig):
     num_samples: int | None = common("num_samples", 10000)
     dtype: str = common("dtype", "float32")
 
-    test_samples: int | None = field(
-        default=10000, metadata={"help": "test points from the test split (None = all)"})
-    scales: tuple[float, ...] = field(
-        default=log_grid(-2, 2, 2), metadata={"help": "initialisation scales alpha"})
-    base_lr: float = field(default=0.1, metadata={"help": "eta_0; lr = eta_0 / alpha^(L-2)"})
-    depth: int | None = field(
-        default=None, metadata={"help": "L for the lr rule (None: homogeneity degree)"})
-    steps: int = field(default=2000, metadata={"help": "gradient-descent steps"})
-    log_every: int = field(default=20, metadata={"help": "log every k steps"})
-    sharpness_every: int = field(
-        default=5, metadata={"help": "measure sharpness every n-th log (0: never)"})
-    sharpness_samples: int | None = field(
-        default=1000, metadata={"help": "training points used for the sharpness"})
-    sharpness_iterations: int = field(default=20, metadata={"help": "Lanczos steps"})
-    trained_fraction: float = field(
-        default=0.5, metadata={"help": "'trained' if acc >= c + f (1 - c), c = majority rate"})
-    lazy_cosine: float = field(
-        default=0.999, metadata={"help": "'lazy' if cos(theta, theta_0) >= this at the end"})
-    zero_logit_threshold: float = field(
-        default=0.99, metadata={"help": "'zero-logits' if this fraction of logits is 0"})
-    explode_factor: float = field(
-        default=10.0, metadata={"help": "'diverged' if final loss > factor * initial"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
+    test_samples: int | None = knob(10000, "test points from the test split (None = all)")
+    scales: tuple[float, ...] = knob(log_grid(-2, 2, 2), "initialisation scales alpha")
+    base_lr: float = knob(0.1, "eta_0; lr = eta_0 / alpha^(L-2)")
+    depth: int | None = knob(None, "L for the lr rule (None: homogeneity degree)")
+    steps: int = knob(2000, "gradient-descent steps")
+    log_every: int = knob(20, "log every k steps")
+    sharpness_every: int = knob(5, "measure sharpness every n-th log (0: never)")
+    sharpness_samples: int | None = knob(1000, "training points used for the sharpness")
+    sharpness_iterations: int = knob(20, "Lanczos steps")
+    trained_fraction: float = knob(0.5, "'trained' if acc >= c + f (1 - c), c = majority rate")
+    lazy_cosine: float = knob(0.999, "'lazy' if cos(theta, theta_0) >= this at the end")
+    zero_logit_threshold: float = knob(0.99, "'zero-logits' if this fraction of logits is 0")
+    explode_factor: float = knob(10.0, "'diverged' if final loss > factor * initial")
+    data_seed: int = knob(0, "seed of the subsample")
 
     def validate(self) -> None:
         super().validate()

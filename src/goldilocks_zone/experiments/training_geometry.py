@@ -24,7 +24,7 @@ scale with the largest κ at initialisation, the "in-zone" run):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from goldilocks_zone.experiments._shared.config import (
     SamplesConfig,
     SeedsConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import (
     log_colours,
@@ -55,28 +56,25 @@ FALL_FRACTION = 0.9
 
 @dataclass
 class Config(DimConfig, SeedsConfig, SamplesConfig, DeviceConfig):
-    models: tuple[str, ...] = field(default=("lenet-300-100", "small-cnn"),
-                                    metadata={"help": "registry model names"})
+    models: tuple[str, ...] = knob(("lenet-300-100", "small-cnn"), "registry model names")
     dataset: str = common("dataset", "fashion-mnist")
     num_samples: int | None = common("num_samples", None,
                                      "training points (subsample; none = all)")
-    scales: tuple[float, ...] = field(
-        default=(0.1, 1.0, 10.0), metadata={"help": "initialisation scales alpha"})
-    cnn_channels: tuple[int, ...] = field(
-        default=(16, 32, 32), metadata={"help": "channels of small-cnn's conv stages"})
-    epochs: int = field(default=10, metadata={"help": "training epochs"})
-    batch_size: int = field(default=128, metadata={"help": "SGD minibatch size"})
-    base_lr: float = field(default=0.05, metadata={"help": "eta_0; lr = eta_0 / alpha^(L-2)"})
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    monitor_every: int = field(default=100, metadata={"help": "monitor every k SGD steps"})
-    monitor_samples: int = field(default=512, metadata={"help": "held-aside samples"})
-    lanczos_iterations: int = field(default=40, metadata={"help": "Lanczos steps"})
-    budget_s: float = field(default=60.0, metadata={"help": "seconds per measurement"})
+    scales: tuple[float, ...] = knob((0.1, 1.0, 10.0), "initialisation scales alpha")
+    cnn_channels: tuple[int, ...] = knob((16, 32, 32), "channels of small-cnn's conv stages")
+    epochs: int = knob(10, "training epochs")
+    batch_size: int = knob(128, "SGD minibatch size")
+    base_lr: float = knob(0.05, "eta_0; lr = eta_0 / alpha^(L-2)")
+    momentum: float = knob(0.0, "SGD momentum")
+    monitor_every: int = knob(100, "monitor every k SGD steps")
+    monitor_samples: int = knob(512, "held-aside samples")
+    lanczos_iterations: int = knob(40, "Lanczos steps")
+    budget_s: float = knob(60.0, "seconds per measurement")
     activation: str = "relu"
     init: str = "kaiming"
     dtype: str = common("dtype", "float32")
-    threads: int = field(default=1, metadata={"help": "intra-op CPU threads (0 = torch's)"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the subsample"})
+    threads: int = knob(1, "intra-op CPU threads (0 = torch's)")
+    data_seed: int = knob(0, "seed of the subsample")
 
     def validate(self) -> None:
         super().validate()

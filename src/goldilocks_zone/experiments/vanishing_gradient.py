@@ -46,7 +46,7 @@ space (``predicted_slope_full``, ``predicted_slope_full_centered``, from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from goldilocks_zone.experiments._shared.config import (
     NetworkConfig,
     SubspaceConfig,
     common,
+    knob,
 )
 from goldilocks_zone.experiments._shared.plotting import new_figure, save_figure, style_axis
 
@@ -74,25 +75,18 @@ class Config(DdofConfig, NetworkConfig, SubspaceConfig):
     num_samples: int = common(
         "num_samples", 5000, "points per data set in part (a) (capped by the data)")
 
-    other_dataset: str = field(
-        default="mnist-5k",
-        metadata={"help": "second real data set of the same input shape ('' to skip)"})
-    imbalance_ratio: float = field(
-        default=100.0, metadata={"help": "largest/smallest class of the imbalanced sets"})
-    reference_scale: float = field(
-        default=1.0, metadata={"help": "alpha of the reference init in (a); 0 to skip"})
-    uniform_scale: float | None = field(
-        default=None, metadata={"help": "alpha with uniform p-bar in (a); none: automatic"})
-    uniform_tolerance: float = field(
-        default=1e-3, metadata={"help": "automatic uniform_scale: ||p-bar - 1/K|| <= this"})
-    num_priors: int = field(default=2000, metadata={"help": "priors q drawn in part (b)"})
-    prior_samples: int = field(default=5000, metadata={"help": "points per prior subset"})
-    prior_scale: float = field(default=1.0, metadata={"help": "alpha of the init in (b)"})
-    prior_on_gaussian: bool = field(
-        default=True, metadata={"help": "also run (b) on random Gaussian inputs"})
-    full_gradient: bool = field(
-        default=True, metadata={"help": "(b): also the full-space gradient norm"})
-    data_seed: int = field(default=0, metadata={"help": "seed of subsamples and priors"})
+    other_dataset: str = knob("mnist-5k",
+                              "second real data set of the same input shape ('' to skip)")
+    imbalance_ratio: float = knob(100.0, "largest/smallest class of the imbalanced sets")
+    reference_scale: float = knob(1.0, "alpha of the reference init in (a); 0 to skip")
+    uniform_scale: float | None = knob(None, "alpha with uniform p-bar in (a); none: automatic")
+    uniform_tolerance: float = knob(1e-3, "automatic uniform_scale: ||p-bar - 1/K|| <= this")
+    num_priors: int = knob(2000, "priors q drawn in part (b)")
+    prior_samples: int = knob(5000, "points per prior subset")
+    prior_scale: float = knob(1.0, "alpha of the init in (b)")
+    prior_on_gaussian: bool = knob(True, "also run (b) on random Gaussian inputs")
+    full_gradient: bool = knob(True, "(b): also the full-space gradient norm")
+    data_seed: int = knob(0, "seed of subsamples and priors")
 
     def validate(self) -> None:
         super().validate()

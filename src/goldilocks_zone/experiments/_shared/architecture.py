@@ -17,6 +17,7 @@ from goldilocks_zone.experiments._shared.config import (
     SamplesConfig,
     ThreadsConfig,
     common,
+    knob,
 )
 
 
@@ -119,8 +120,7 @@ class TrainTestConfig(ThreadsConfig, SamplesConfig, ModelDataConfig, DeviceConfi
     dtype: str = common("dtype", "float32")
 
     activation: str = "relu"
-    num_test: int | None = field(default=None,
-                                 metadata={"help": "held-out samples (test split; none = all)"})
+    num_test: int | None = knob(None, "held-out samples (test split; none = all)")
     data_seed: int = 0
 
     def validate(self) -> None:

@@ -54,6 +54,12 @@ COMMON_HELP: dict[str, str] = {
 }
 
 
+def knob(default: Any, help: str) -> Any:  # noqa: A002
+    """A config field with its ``default`` and the ``help`` text that ``goldilocks run ID
+    --help`` shows: ``lr: float = knob(0.05, "SGD learning rate")``."""
+    return field(default=default, metadata={"help": help})
+
+
 def common(name: str, default: Any, help: str | None = None) -> Any:  # noqa: A002
     """A re-declared common field ``name`` with a new ``default`` and the shared help text
     (or ``help``)."""
@@ -153,8 +159,8 @@ class NetworkConfig(DeviceConfig):
 
     activation: str = "relu"
     init: str = "kaiming"
-    batch_size: int | None = field(default=None, metadata={"help": "chunk size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
+    batch_size: int | None = knob(None, "chunk size")
+    data_seed: int = knob(0, "seed of the data subsample")
 
     def validate(self) -> None:
         super().validate()
@@ -165,10 +171,8 @@ class NetworkConfig(DeviceConfig):
 class DdofConfig(ConfigBase):
     """Divisor ``n - ddof`` of the random model's variances (P1 Eqs. 9-10)."""
 
-    ddof: int = field(
-        default=0,
-        metadata={"help": "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, "
-                          "the authors' torch.std)"})
+    ddof: int = knob(0, "divisor n - ddof of sigma_c^2, sigma_E^2: 0 (n) or 1 (n - 1, the authors' "
+                        "torch.std)")
 
     def validate(self) -> None:
         super().validate()
@@ -181,20 +185,20 @@ class ThreadsConfig(ConfigBase):
     """Intra-op CPU threads of the run (see
     :func:`~goldilocks_zone.experiments._shared.common.cpu_threads`)."""
 
-    threads: int = field(default=1, metadata={
-        "help": "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1"})
+    threads: int = knob(1,
+                        "intra-op CPU threads (0 = torch's setting); small nets are fastest on 1")
 
 
 @dataclass
 class SGDConfig(ConfigBase):
     """P2's minibatch-SGD training of a network (with biases) on a training subset."""
 
-    bias: bool = field(default=True, metadata={"help": "layers with biases"})
-    train_samples: int = field(default=5000, metadata={"help": "training set size"})
-    train_steps: int = field(default=1000, metadata={"help": "minibatch SGD steps"})
-    lr: float = field(default=0.05, metadata={"help": "SGD learning rate"})
-    batch_size: int = field(default=64, metadata={"help": "SGD batch size"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsets"})
+    bias: bool = knob(True, "layers with biases")
+    train_samples: int = knob(5000, "training set size")
+    train_steps: int = knob(1000, "minibatch SGD steps")
+    lr: float = knob(0.05, "SGD learning rate")
+    batch_size: int = knob(64, "SGD batch size")
+    data_seed: int = knob(0, "seed of the data subsets")
 
 
 #: The common field names, in the order above.

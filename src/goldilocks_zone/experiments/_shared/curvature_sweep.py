@@ -5,14 +5,14 @@ tidy rows of a :class:`~goldilocks_zone.SubspaceCurvature`, and the log grid of 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from goldilocks_zone.experiments._shared.base import RunContext
 from goldilocks_zone.experiments._shared.common import Problem, load_problem, log_grid, torch_dtype
-from goldilocks_zone.experiments._shared.config import SubspaceConfig, common
+from goldilocks_zone.experiments._shared.config import SubspaceConfig, common, knob
 
 # Sample count used for P1's curvature measurements here. The paper measures on a subsample of
 # the training set; 1000 samples (100 per class on average) make the d x d statistics stable to
@@ -33,12 +33,10 @@ class CurvatureConfig(SubspaceConfig):
 
     seeds: tuple[int, ...] = common("seeds", (0, 1, 2))
 
-    basis: str = field(default="orthonormal",
-                       metadata={"help": "random basis: orthonormal (QR) or sparse"})
-    batch_size: int | None = field(
-        default=None, metadata={"help": "chunk size of the curvature pass (memory only)"})
-    activation: str = field(default="relu", metadata={"help": "hidden activation"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the data subsample"})
+    basis: str = knob("orthonormal", "random basis: orthonormal (QR) or sparse")
+    batch_size: int | None = knob(None, "chunk size of the curvature pass (memory only)")
+    activation: str = knob("relu", "hidden activation")
+    data_seed: int = knob(0, "seed of the data subsample")
 
     def validate(self) -> None:
         super().validate()
@@ -144,9 +142,9 @@ class ScaleGridConfig(CurvatureConfig):
     """:class:`CurvatureConfig` plus the log grid of scales :math:`\alpha` swept by P1's
     scale experiments (``scale-sweep``, ``gauss-newton``, ``expected-g``, ``temperature-sweep``)."""
 
-    log10_range: tuple[float, ...] = field(
-        default=(-3.0, 3.0), metadata={"help": "log10 of the smallest and largest scale alpha"})
-    per_decade: int = field(default=4, metadata={"help": "grid points per decade of alpha"})
+    log10_range: tuple[float, ...] = knob((-3.0, 3.0),
+                                          "log10 of the smallest and largest scale alpha")
+    per_decade: int = knob(4, "grid points per decade of alpha")
 
     def validate(self) -> None:
         super().validate()
