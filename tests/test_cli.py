@@ -234,3 +234,17 @@ def test_run_out_that_is_a_file_exits_2_and_a_write_error_exits_3(tmp_path, caps
     assert len(err) == 1 and "No space left on device" in err[0], err
     assert not (out / "results.csv").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("experiment", ["logit-clustering", "simplex", "hessian-spectrum"])
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("lr", 0.0, "lr must be positive"), ("lr", float("nan"), "lr must be positive"),
+    ("batch_size", 0, "batch_size >= 1"), ("train_samples", 0, "train_samples >= 1"),
+    ("train_steps", -1, "train_steps >= 0")])
+def test_sgd_knobs_are_checked_once_for_every_sgd_experiment(experiment, field, value, message):
+    """The minibatch-SGD knobs are validated by the shared SGDConfig, so every experiment that
+    trains with them refuses a bad value before any computation."""
+    from goldilocks_zone.experiments._shared.base import get, make_config
+
+    with pytest.raises(ValueError, match=message):
+        make_config(get(experiment).config_cls, {field: value})

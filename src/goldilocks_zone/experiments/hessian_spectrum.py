@@ -65,8 +65,8 @@ class Config(SGDConfig, SamplesConfig, ModelDataConfig):
             raise ValueError(f"top_k must be >= 2, got {self.top_k}")
         if not 0 < self.bandwidth < 1:
             raise ValueError(f"bandwidth must be a fraction in (0, 1), got {self.bandwidth}")
-        if self.train_steps < 0 or self.num_samples < 2:
-            raise ValueError("train_steps >= 0 and num_samples >= 2 needed")
+        if self.num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
 
 
 QUICK = {"dataset": "digits", "num_samples": 500, "train_samples": 1000, "train_steps": 300,

@@ -18,7 +18,6 @@ activation and stage (the clustering that P2's random model assumes).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,10 +84,6 @@ class Config(SGDConfig, SeedsConfig, SamplesConfig, PrecisionConfig):
                 raise ValueError(f"{name} must list at least one entry")
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
-        if self.train_steps < 0 or self.train_samples < 1 or self.batch_size < 1:
-            raise ValueError("train_steps >= 0, train_samples >= 1 and batch_size >= 1 needed")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be positive, got {self.lr}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 

@@ -37,6 +37,7 @@ A subclass changes a default by re-declaring the field with the *same* type, usu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,6 +200,13 @@ class SGDConfig(ConfigBase):
     lr: float = knob(0.05, "SGD learning rate")
     batch_size: int = knob(64, "SGD batch size")
     data_seed: int = knob(0, "seed of the data subsets")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.train_steps < 0 or self.train_samples < 1 or self.batch_size < 1:
+            raise ValueError("train_steps >= 0, train_samples >= 1 and batch_size >= 1 needed")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
 
 #: The common field names, in the order above.
