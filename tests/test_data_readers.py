@@ -330,3 +330,21 @@ def test_mnist5k_csv_layout_and_errors(tmp_path):
         np.savetxt(fh, table[:, 1:], fmt="%d", delimiter=",")
     with pytest.raises(CorruptDatasetError, match="785 values"):
         data.load("mnist-5k", root=tmp_path)
+
+
+def test_readers_take_arguments_by_name_and_check_the_split_before_the_file(tmp_path):
+    """The cached readers keep their signatures: arguments by position or by name give the
+    same (cached, read-only) arrays; a bad CIFAR-10 split is refused before the path is read."""
+    tarball = write_cifar_tarball(tmp_path / "dl")
+    by_position = readers.read_cifar10(tarball, "test")
+    by_name = readers.read_cifar10(path=tarball, split="test")
+    assert by_name[0] is by_position[0] and not by_name[0].flags.writeable
+    with pytest.raises(ValueError, match="splits are 'train' and 'test'"):
+        readers.read_cifar10(tmp_path / "missing", "val")
+    with pytest.raises(TypeError):
+        readers.read_cifar10(tarball, "test", "extra")
+    csv = tmp_path / "points.csv"
+    csv.write_text("x1,x2,label\n0.5,1.5,0\n-1.0,2.0,1\n")
+    points, labels = readers.read_points_csv(csv, num_classes=2)
+    assert points.tolist() == [[0.5, 1.5], [-1.0, 2.0]] and labels.tolist() == [0, 1]
+    assert readers.read_points_csv(csv, 2)[0] is points

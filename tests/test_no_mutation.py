@@ -170,3 +170,49 @@ def test_multi_product_estimators_build_the_functional_model_once(monkeypatch):
     built.clear()
     pairs = hessian_top_eigenpairs(model, (x, y), k=1, max_iterations=5)
     assert len(built) == 1 and pairs.iterations >= 2
+
+
+def test_diagnose_monitor_and_the_remaining_public_entry_points_leave_the_model_alone():
+    """The rest of the public surface on the same BatchNorm + dropout model: Hutch++, the
+    sharded (Dask) measurement, ``diagnose``, the curvature monitor and training on a random
+    surface: the full state, parameter objects and every flag are unchanged after each."""
+    import distributed
+
+    import goldilocks_zone
+    from goldilocks_zone import distributed_subspace_curvature, hutchpp_frobenius, hutchpp_trace
+    from goldilocks_zone.monitor import CurvatureMonitor
+    from goldilocks_zone.training.subspace import Surface, flatten_parameters, train_on_surface
+
+    model = bn_dropout_model()
+    x, y = data(16)
+    basis = random_basis(trainable(model), 2, seed=0)
+    anchor = flatten_parameters(model)
+    before = model_state(model)
+
+    def monitor_steps():
+        monitor = CurvatureMonitor(model, (x, y), every=1, dim=2, num_samples=8, top_k=2)
+        for step in range(2):
+            monitor.step(step)
+
+    calls = {
+        "hutchpp_trace": lambda: hutchpp_trace(model, (x, y), num_matvecs=6),
+        "hutchpp_frobenius": lambda: hutchpp_frobenius(model, (x, y), num_matvecs=6,
+                                                       term="h_term"),
+        "diagnose": lambda: goldilocks_zone.diagnose(model, (x, y), dim=2, num_bases=2,
+                                                     grid=(0.5, 1.0, 2.0)),
+        "CurvatureMonitor": monitor_steps,
+        "train_on_surface": lambda: train_on_surface(
+            model, (x, y), Surface(anchor, random_basis(anchor.numel(), 2, seed=1)), steps=2,
+            lr=0.1),
+    }
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        calls["distributed_subspace_curvature"] = lambda: distributed_subspace_curvature(
+            model, [(x[:8], y[:8]), (x[8:], y[8:])], basis, client=client)
+        for name, call in calls.items():
+            call()
+            try:
+                assert_state_equal(before, model_state(model))
+            except AssertionError as err:
+                raise AssertionError(f"{name} changed the model: {err}") from err

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import inspect
 import io
 import os
 import pickle
@@ -50,17 +51,25 @@ def read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return arrays
 
 
-def cached_by_file(maxsize: int) -> Callable[[Callable], Callable]:
+def cached_by_file(maxsize: int, check: Callable[..., None] | None = None
+                   ) -> Callable[[Callable], Callable]:
     """Decorator for ``reader(path, *args)``: its arrays are cached in-process, keyed by
-    :func:`file_key` of ``path`` and ``args`` (so edits invalidate), and read-only."""
+    :func:`file_key` of ``path`` and ``args`` (so edits invalidate), and read-only. The reader
+    keeps its signature (arguments by position or name); ``check(*args)`` validates the other
+    arguments before the file is touched."""
 
     def decorate(reader: Callable) -> Callable:
+        signature = inspect.signature(reader)
+
         @lru_cache(maxsize=maxsize)
         def cached(key: tuple, *args):
             return read_only(*reader(Path(key[0]), *args))
 
         @wraps(reader)
-        def read(path, *args):
+        def read(path, *args, **kwargs):
+            args = signature.bind(path, *args, **kwargs).args[1:]
+            if check is not None:
+                check(*args)
             return cached(file_key(Path(path)), *args)
 
         return read
@@ -171,12 +180,15 @@ def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return data, labels.astype(np.int64)
 
 
-@cached_by_file(maxsize=4)
+def _check_cifar_split(split: str) -> None:
+    if split not in ("train", "test"):
+        raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
+
+
+@cached_by_file(maxsize=4, check=_check_cifar_split)
 def read_cifar10(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 3, 32, 32) uint8, labels (n,) int64) of ``split`` from a
     ``cifar-10-batches-py`` folder or a ``cifar-10-python.tar.gz`` tarball (cached)."""
-    if split not in ("train", "test"):
-        raise ValueError(f"CIFAR-10 splits are 'train' and 'test', got {split!r}")
     wanted = CIFAR10_TRAIN_BATCHES if split == "train" else CIFAR10_TEST_BATCHES
     raws: dict[str, tuple[bytes, str]] = {}
     if path.is_dir():
@@ -261,6 +273,7 @@ def read_points_csv(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarra
     """(points (n, m) float64, labels (n,) int64) from a CSV with the header
     ``x1,...,xm,label``, one point a row, the coordinates written to full float64 precision
     (17 significant digits, so parsing restores the exact values). Cached, read-only."""
+    num_classes = int(num_classes)
     text = path.read_text(encoding="ascii", errors="strict")
     lines = text.splitlines()
     if not lines or lines[0].strip().split(",")[-1] != "label":
