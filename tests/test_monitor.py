@@ -321,7 +321,7 @@ def test_table_save_and_goldilocks_plot(tmp_path, monkeypatch):
     assert sorted(written) == ["manifest.json", "results.csv", "results.parquet"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
     saved, manifest = load_results(tmp_path)
-    assert manifest["experiment"] == "training-geometry"
+    assert manifest["experiment"] == "training-geometry" and manifest["table_errors"] == []
     assert np.allclose(saved["positive_curvature"], table["positive_curvature"])
     paths = replot(tmp_path)
     assert any(p.name == "training_geometry.png" and p.stat().st_size > 10_000 for p in paths)
@@ -385,3 +385,22 @@ def test_lightning_callback_two_epochs():
     assert table["positive_curvature"].notna().all()
     for (name, a), b in zip(watched.state_dict().items(), plain.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_save_keeps_the_csv_and_warns_when_parquet_fails(tmp_path, monkeypatch):
+    import pandas as pd
+
+    model = _net()
+    data = _data()
+    monitor = CurvatureMonitor(model, data, every=2, dim=3, num_samples=16, top_k=4)
+    _train(model, data, 3, monitor)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("no parquet today")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", refuse)
+    with pytest.warns(UserWarning, match="results.parquet not written.*no parquet today"):
+        paths = monitor.save(tmp_path)
+    assert [p.name for p in paths] == ["results.csv", "manifest.json"]
+    assert all(p.is_file() for p in paths) and not (tmp_path / "results.parquet").exists()
+    assert pd.read_csv(paths[0])["step"].tolist() == [0, 2]

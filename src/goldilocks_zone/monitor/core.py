@@ -42,6 +42,7 @@ import contextlib
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -405,14 +406,19 @@ class CurvatureMonitor:
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write ``results.csv``, ``results.parquet`` and ``manifest.json`` to ``out_dir`` with
         the package's results-folder writer (:func:`goldilocks_zone.files.write_results`, the
-        writer of ``goldilocks run``'s folders: atomic files, provenance-ready manifest).
+        writer of ``goldilocks run``'s folders: atomic files). Returns the files written: a
+        table pyarrow cannot store is kept as CSV only, with a warning (and the reason in the
+        manifest's ``table_errors``).
 
         The manifest names the ``training-geometry`` experiment, so ``goldilocks plot
         out_dir`` draws the monitored curves with that experiment's figure."""
         out = Path(out_dir)
         # The figure is training-geometry's, drawn from the table alone (its config at the
         # defaults); what the monitor measured with is kept beside it.
-        files.write_results(out, self.table(), {
+        manifest = files.write_results(out, self.table(), {
             "experiment": "training-geometry", "source": "CurvatureMonitor", "config": {},
             "monitor": self.config()})
-        return [out / files.RESULTS_CSV, out / files.RESULTS_PARQUET, out / files.MANIFEST]
+        for problem in manifest["table_errors"]:
+            warnings.warn(f"CurvatureMonitor.save: {problem}", stacklevel=2)
+        names = (files.RESULTS_CSV, files.RESULTS_PARQUET, files.MANIFEST)
+        return [out / name for name in names if (out / name).is_file()]

@@ -1,4 +1,4 @@
-"""The result store: the one writer of every file in a results folder or a sweep folder.
+"""The result store: the layout of results and sweep folders and the sweep's point records.
 
 A results folder (``goldilocks run`` and ``goldilocks collect`` both write one)::
 
