@@ -57,7 +57,7 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # The diagnostic sits above the core (it uses experiments' helpers); import it lazily.
+    # The diagnosis layer sits above the engine and imports plotting: load it on first use.
     if name in ("diagnose", "Diagnosis"):
         from goldilocks_zone import diagnosis
 
