@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FIGURES", "MANIFEST", "RESULTS_CSV", "RESULTS_PARQUET", "TMP_SUFFIX",
-           "StoreWriteError", "atomic_write_bytes", "atomic_write_text", "fsync_dir",
-           "make_dir", "write_figures", "write_results", "write_table"]
+           "StoreWriteError", "atomic_write_bytes", "atomic_write_text", "make_dir",
+           "write_figures", "write_results", "write_table"]
 
 TMP_SUFFIX = ".tmp"
 RESULTS_CSV = "results.csv"
@@ -46,7 +46,7 @@ class StoreWriteError(OSError):
         return f"cannot write {self.path}: {self.cause.strerror or self.cause}"
 
 
-def fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. platforms without directory handles
@@ -92,7 +92,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise StoreWriteError(path, exc) from exc
         raise
-    fsync_dir(path.parent)
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

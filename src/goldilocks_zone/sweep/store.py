@@ -13,10 +13,10 @@ A sweep folder adds, written only by the driver process while it holds the lock:
     DIR/.lock                   held (flock) by the driver while a sweep runs
 
 Every file is committed by :func:`goldilocks_zone.files.atomic_write_bytes` (the only writer
-in the package), so
-concurrent readers and writers only ever see the complete old or the complete new file; a crash
-leaves at most an orphan ``.<name>.<random>.tmp`` that is never read and is removed by a later
-sweep (:meth:`PointStore.remove_orphans`). Guarantees in full: docs/sweeps.md.
+in the package), so concurrent readers and writers only ever see the complete old or the
+complete new file; a crash leaves at most an orphan ``.<name>.<random>.tmp`` that is never
+read and is removed by a later sweep (:meth:`PointStore.remove_orphans`). Guarantees in full:
+docs/sweeps.md.
 
 Each point record carries ``checksum``: the SHA-256 of its canonical JSON (sorted keys,
 compact, without the checksum itself). A record whose checksum does not match, or that does
