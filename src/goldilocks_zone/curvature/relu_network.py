@@ -428,8 +428,8 @@ def find_relu_network(ev: FunctionalModel, x: Inputs) -> ReluNetwork | None:
             steps.append(step)
     except RuntimeError:  # shapes that do not fit: let the generic pass report it
         return None
-    layers = [s for s in steps if isinstance(s, (Dense, Conv))]
-    if not layers or h.ndim != 2 or \
-            len(ev.params) != sum(1 + (s.bias is not None) for s in layers):
+    net = ReluNetwork(tuple(steps))
+    if not net.layers or h.ndim != 2 or \
+            len(ev.params) != sum(1 + (s.bias is not None) for s in net.layers):
         return None
-    return ReluNetwork(tuple(steps))
+    return net
